@@ -1,0 +1,15 @@
+"""Errors a user can cause: each says what is wrong and how to fix it, in one line."""
+
+from __future__ import annotations
+
+
+class InterpError(Exception):
+    """A user-facing error: the CLI prints it on one line and exits with status 2."""
+
+    def __init__(self, message: str, fix: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.fix = fix
+
+    def __str__(self) -> str:
+        return f"{self.message} (fix: {self.fix})" if self.fix else self.message

@@ -1,0 +1,1 @@
+"""Model wrappers: one hooked interface over TransformerLens, nnsight and the native torch implementation."""

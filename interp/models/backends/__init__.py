@@ -1,0 +1,1 @@
+"""Backends behind `HookedModel`: transformer_lens (TransformerBridge), nnsight, native (pure torch)."""

@@ -1,0 +1,151 @@
+"""`HookedModel`: the one wrapper every analysis receives, whatever the backend.
+
+Activations are named with TransformerLens hook names (see docs/DESIGN.md). A hook function is
+`fn(activation, name) -> Tensor | None`; returning a tensor replaces the activation.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+if TYPE_CHECKING:
+    from interp.models.native import NativeTransformer
+
+HookFn = Callable[[Tensor, str], "Tensor | None"]
+Names = Sequence[str] | Callable[[str], bool] | None
+
+
+@dataclass(frozen=True)
+class ModelSummary:
+    """Architecture facts a researcher asks for first."""
+
+    architecture: str  # Hugging Face class name, e.g. "LlamaForCausalLM"
+    n_layers: int
+    n_heads: int
+    n_kv_heads: int
+    d_model: int
+    d_head: int
+    d_mlp: int
+    d_vocab: int
+    n_ctx: int
+    n_params: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class HookedModel(ABC):
+    """A causal LM loaded from a checkpoint directory, with TransformerLens-named hooks."""
+
+    backend: str = "abstract"
+
+    def __init__(self, path: Path, step: int | None, tokenizer: Any, summary: ModelSummary, device: torch.device,
+                 dtype: torch.dtype) -> None:
+        self.path = path
+        self.step = step
+        self.tokenizer = tokenizer
+        self.summary = summary
+        self.device = device
+        self.dtype = dtype
+        self._native: NativeTransformer | None = None
+
+    # --- tokens -----------------------------------------------------------------------------------
+    def to_tokens(self, text: str | Sequence[str], prepend_bos: bool = False) -> Int[Tensor, "batch pos"]:
+        """Tokenise (right-padded with the pad token when lengths differ). No BOS unless asked for."""
+        texts = [text] if isinstance(text, str) else list(text)
+        ids = [self.tokenizer.encode(t, add_special_tokens=False) for t in texts]
+        if prepend_bos:
+            bos = self.tokenizer.bos_token_id
+            if bos is None:
+                raise ValueError(f"{self.path}: tokenizer has no BOS token")
+            ids = [[bos, *seq] for seq in ids]
+        width = max(len(seq) for seq in ids)
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        out = torch.full((len(ids), width), pad, dtype=torch.long)
+        for row, seq in enumerate(ids):
+            out[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+        return out.to(self.device)
+
+    def to_string(self, tokens: Int[Tensor, "... pos"]) -> str | list[str]:
+        """Decode one sequence to a string, or a batch to a list of strings."""
+        if tokens.ndim == 1:
+            return self.tokenizer.decode(tokens.tolist())
+        return [self.tokenizer.decode(row.tolist()) for row in tokens]
+
+    def to_str_tokens(self, tokens: Int[Tensor, "pos"]) -> list[str]:
+        """One string per token, for axis labels."""
+        return [self.tokenizer.decode([t]) for t in tokens.tolist()]
+
+    # --- running ----------------------------------------------------------------------------------
+    @abstractmethod
+    def forward(self, tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch pos d_vocab"]:
+        """Logits for every position."""
+
+    def __call__(self, tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch pos d_vocab"]:
+        return self.forward(tokens)
+
+    @abstractmethod
+    @contextmanager
+    def hooks(self, fwd_hooks: Sequence[tuple[str, HookFn]]) -> Iterator[None]:
+        """Attach forward hooks by TransformerLens name for the duration of the block."""
+
+    def run_with_cache(self, tokens: Int[Tensor, "batch pos"], names: Names = None
+                       ) -> tuple[Float[Tensor, "batch pos d_vocab"], dict[str, Tensor]]:
+        """Logits and the activations of the chosen hooks (all hooks when `names` is None)."""
+        wanted = self.resolve_names(names)
+        cache: dict[str, Tensor] = {}
+
+        def save(act: Tensor, name: str) -> None:
+            cache[name] = act.detach()
+
+        with torch.no_grad(), self.hooks([(n, save) for n in wanted]):
+            logits = self.forward(tokens)
+        return logits, cache
+
+    def resolve_names(self, names: Names) -> list[str]:
+        """Hook names selected by a list, a predicate, or None (all)."""
+        available = self.hook_names()
+        if names is None:
+            return available
+        if callable(names):
+            return [n for n in available if names(n)]
+        unknown = [n for n in names if n not in available]
+        if unknown:
+            raise KeyError(f"unknown hook names {unknown[:3]}; available e.g. {available[:4]}")
+        return list(names)
+
+    def hook_names(self) -> list[str]:
+        """Every hook name this model supports, in forward order."""
+        from interp.models.hook_names import all_hook_names
+
+        return all_hook_names(self.summary.n_layers, parallel_attn_mlp=self.parallel_attn_mlp,
+                              learned_positions=self.learned_positions)
+
+    @property
+    def parallel_attn_mlp(self) -> bool:
+        return self.native().cfg.parallel_attn_mlp
+
+    @property
+    def learned_positions(self) -> bool:
+        return self.native().cfg.positional == "learned"
+
+    def native(self) -> "NativeTransformer":
+        """The explicit torch implementation of this checkpoint (converted once, then cached)."""
+        if self._native is None:
+            from interp.models.native import NativeTransformer
+
+            self._native = NativeTransformer.from_pretrained(self.path, device=self.device, dtype=self.dtype)
+        return self._native
+
+    def __repr__(self) -> str:
+        s = self.summary
+        return (f"{type(self).__name__}({self.path}, step={self.step}, {s.architecture}, layers={s.n_layers}, "
+                f"heads={s.n_heads}, d_model={s.d_model}, params={s.n_params:,})")

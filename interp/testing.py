@@ -1,0 +1,127 @@
+"""Tiny offline test fixtures: a locally trained tokenizer and random-initialised checkpoints of each architecture.
+
+Everything here runs without a network: the tokenizer is trained on a built-in text, and models are built from a
+config and saved with `save_pretrained`, so the directories look exactly like real Hugging Face checkpoints.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import AutoModelForCausalLM, PreTrainedConfig, PreTrainedTokenizerFast
+from transformers import GemmaConfig, GPT2Config, GPTNeoXConfig, LlamaConfig, Qwen2Config
+
+ARCHITECTURES: tuple[str, ...] = ("gpt2", "gpt_neox", "llama", "qwen2", "gemma")
+
+BOS, EOS, PAD = "<|bos|>", "<|eos|>", "<|pad|>"
+
+_SUBJECTS = ("the cat", "a dog", "my friend", "the teacher", "one bird", "the old man", "a child", "the river")
+_VERBS = ("sees", "likes", "follows", "finds", "carries", "remembers", "paints", "calls")
+_OBJECTS = ("the ball", "a red house", "the moon", "some bread", "the green tree", "a small boat", "the door")
+_EXTRA = (
+    "When Mary and John went to the store, John gave a drink to Mary.",
+    "The capital of France is Paris. The capital of Italy is Rome.",
+    "1 2 3 4 5 6 7 8 9 10 11 12. A B C D E F G. Monday Tuesday Wednesday Thursday Friday.",
+    "def add(a, b):\n    return a + b\n",
+)
+
+
+def _corpus() -> list[str]:
+    """A deterministic little text: every subject-verb-object sentence plus a few varied lines."""
+    lines = [f"{s} {v} {o}." for s in _SUBJECTS for v in _VERBS for o in _OBJECTS]
+    return lines + list(_EXTRA)
+
+
+def train_tiny_tokenizer(vocab_size: int = 384, kind: str = "bpe") -> PreTrainedTokenizerFast:
+    """A byte-level BPE (or word-level) tokenizer trained offline, with BOS/EOS/PAD special tokens at ids 0-2."""
+    specials = [BOS, EOS, PAD]
+    if kind == "bpe":
+        tok = Tokenizer(models.BPE())
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tok.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials,
+                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    elif kind == "word":
+        tok = Tokenizer(models.WordLevel(unk_token="<|unk|>"))
+        tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+        tok.decoder = decoders.WordPiece(prefix="")  # joins words with spaces
+        specials.append("<|unk|>")
+        trainer = trainers.WordLevelTrainer(vocab_size=vocab_size, special_tokens=specials, show_progress=False)
+    else:
+        raise ValueError(f"unknown tokenizer kind {kind!r}; use 'bpe' or 'word'")
+    tok.train_from_iterator(_corpus(), trainer=trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=BOS, eos_token=EOS, pad_token=PAD,
+                                   unk_token="<|unk|>" if kind == "word" else None)
+
+
+def _config(arch: str, vocab_size: int, special_ids: dict[str, int], **overrides: Any) -> PreTrainedConfig:
+    """A 2-layer, d_model 64, 4-head config exercising each family's quirks (GQA, partial rotary, biases, head_dim)."""
+    common = dict(vocab_size=vocab_size, **special_ids)
+    if arch == "gpt2":
+        cfg = GPT2Config(n_embd=64, n_layer=2, n_head=4, n_positions=128, resid_pdrop=0.0, embd_pdrop=0.0,
+                         attn_pdrop=0.0, **common, **overrides)
+    elif arch == "gpt_neox":
+        cfg = GPTNeoXConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=256,
+                            max_position_embeddings=128, use_parallel_residual=True,
+                            rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
+                                             "partial_rotary_factor": 0.25}, **common, **overrides)
+    elif arch == "llama":
+        cfg = LlamaConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                          head_dim=16, intermediate_size=128, max_position_embeddings=128, **common, **overrides)
+    elif arch == "qwen2":
+        cfg = Qwen2Config(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                          intermediate_size=128, max_position_embeddings=128, **common, **overrides)
+    elif arch == "gemma":
+        cfg = GemmaConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=1,
+                          head_dim=32, intermediate_size=128, max_position_embeddings=128, **common, **overrides)
+    else:
+        raise ValueError(f"unknown architecture {arch!r}; choose from {ARCHITECTURES}")
+    return cfg
+
+
+@torch.no_grad()
+def _randomise(model: torch.nn.Module, arch: str, generator: torch.Generator, std: float = 0.15) -> None:
+    """Non-trivial random weights: matrices N(0, std), biases N(0, 0.1), norm scales 1 + N(0, 0.1).
+
+    Gemma's RMSNorm multiplies by (1 + weight), so its scales are drawn around 0 instead of 1.
+    """
+    for name, param in model.named_parameters():
+        noise = torch.randn(param.shape, generator=generator)
+        if param.ndim >= 2:
+            param.copy_(noise * std)
+        elif ("norm" in name or ".ln" in name or name.startswith("ln")) and name.endswith("weight"):
+            param.copy_(noise * 0.1 + (0.0 if arch == "gemma" else 1.0))
+        else:
+            param.copy_(noise * 0.1)
+
+
+def tiny_checkpoint(arch: str, out_dir: Path, seed: int = 0, **overrides: Any) -> Path:
+    """Save a tiny random causal LM of `arch` plus its tokenizer to `out_dir` (a Hugging Face checkpoint directory).
+
+    `overrides` go to the Hugging Face config (e.g. `num_hidden_layers=3`).
+    """
+    out_dir = Path(out_dir)
+    tokenizer = train_tiny_tokenizer()
+    special_ids = dict(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                       pad_token_id=tokenizer.pad_token_id)
+    config = _config(arch, len(tokenizer), special_ids, **overrides)
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(config, attn_implementation="eager", dtype=torch.float32)
+    _randomise(model, arch, torch.Generator().manual_seed(seed))
+    model.eval()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    _pin_eager_attention(out_dir / "config.json")
+    return out_dir
+
+
+def _pin_eager_attention(config_json: Path) -> None:
+    """Record eager attention in config.json (transformers drops it on save) so every loader gets exact logits."""
+    config = json.loads(config_json.read_text())
+    config["attn_implementation"] = "eager"
+    config_json.write_text(json.dumps(config, indent=2) + "\n")

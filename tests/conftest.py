@@ -1,0 +1,38 @@
+"""Shared test setup: offline Hugging Face, Triton's CPU interpreter, tiny checkpoints built once per session."""
+
+from __future__ import annotations
+
+import os
+
+# Before anything imports transformers or triton.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ["TRITON_INTERPRET"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from pathlib import Path  # noqa: E402
+from typing import Callable  # noqa: E402
+
+import pytest  # noqa: E402
+
+from interp.testing import ARCHITECTURES, tiny_checkpoint  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
+    """Factory: `tiny_dir("llama")` -> a tiny random checkpoint directory of that architecture (built once)."""
+    root = tmp_path_factory.mktemp("tiny")
+    built: dict[str, Path] = {}
+
+    def get(arch: str) -> Path:
+        if arch not in built:
+            built[arch] = tiny_checkpoint(arch, root / arch)
+        return built[arch]
+
+    return get
+
+
+@pytest.fixture(scope="session", params=ARCHITECTURES)
+def tiny_checkpoints(request: pytest.FixtureRequest, tiny_dir: Callable[[str], Path]) -> Path:
+    """Parametrised over every supported architecture: one tiny checkpoint directory each (`.name` is the arch)."""
+    return tiny_dir(request.param)
