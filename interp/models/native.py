@@ -173,11 +173,12 @@ class MLP(nn.Module):
         self.W_out, self.b_out = nn.Parameter(torch.zeros(cfg.d_mlp, cfg.d_model)), nn.Parameter(torch.zeros(cfg.d_model))
 
     def forward(self, x: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_model"]:
-        pre = self.hooks(f"{self.prefix}.hook_pre", x @ self.W_in + self.b_in)
-        if self.W_gate is not None:
-            post = self.act(x @ self.W_gate) * pre
+        if self.W_gate is not None:  # TransformerLens: hook_pre is the gate, hook_pre_linear the up projection
+            pre = self.hooks(f"{self.prefix}.hook_pre", x @ self.W_gate)
+            linear = self.hooks(f"{self.prefix}.hook_pre_linear", x @ self.W_in + self.b_in)
+            post = self.act(pre) * linear
         else:
-            post = self.act(pre)
+            post = self.act(self.hooks(f"{self.prefix}.hook_pre", x @ self.W_in + self.b_in))
         post = self.hooks(f"{self.prefix}.hook_post", post)
         return post @ self.W_out + self.b_out
 

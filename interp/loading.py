@@ -1,0 +1,162 @@
+"""`interp.load`: open a checkpoint directory on any backend, with clear errors for directories that are not one.
+
+Also the light readers other modules share (config, weight shapes, tokenizer), each raising `InterpError` that
+names the file and the fix.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from interp.errors import InterpError
+
+if TYPE_CHECKING:
+    from interp.models.hooked import HookedModel
+
+CONFIG = "config.json"
+# backend name -> (module, class); each class has `from_dir(path, device, dtype, step, tokenizer=None)`.
+BACKENDS: dict[str, tuple[str, str]] = {
+    "transformer_lens": ("interp.models.backends.transformer_lens", "TransformerLensModel"),
+    "nnsight": ("interp.models.backends.nnsight", "NNsightModel"),
+    "native": ("interp.models.backends.native", "NativeModel"),
+}
+# Hugging Face `model_type` -> family name, for docs and errors.
+SUPPORTED_MODEL_TYPES: dict[str, str] = {
+    "gpt2": "GPT-2",
+    "gpt_neox": "GPT-NeoX / Pythia",
+    "llama": "Llama",
+    "qwen2": "Qwen2",
+    "gemma": "Gemma",
+}
+_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16,
+           "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer_config.json")
+_CHECKPOINT_FIX = "point at a directory written by `model.save_pretrained(dir)` (config.json, weights, tokenizer)"
+
+
+def load(path: str | Path, *, backend: str = "transformer_lens", device: str | torch.device | None = None,
+         dtype: torch.dtype | str | None = None, step: int | None = None) -> "HookedModel":
+    """Load a Hugging Face checkpoint directory as a `HookedModel` on `backend` ("transformer_lens", "nnsight", "native").
+
+    `device` defaults to CUDA when available, `dtype` to float32; `step` defaults to the one in the directory name
+    (`checkpoint-N`, `stepN`, `step_N`, `step-N`, `global_stepN`) or the run's manifest, else None.
+    """
+    if backend not in BACKENDS:
+        raise InterpError(f"unknown backend {backend!r}", fix=f"use one of {', '.join(BACKENDS)}")
+    root = checkpoint_dir(path)
+    check_architecture(root, read_config(root))
+    weight_shapes(root)  # every weight file readable, named if not
+    tokenizer = load_tokenizer(root)
+    if step is None:
+        from interp.checkpoints import step_of
+
+        step = step_of(root)
+    module, name = BACKENDS[backend]
+    cls = getattr(importlib.import_module(module), name)
+    return cls.from_dir(root, resolve_device(device), resolve_dtype(dtype), step, tokenizer=tokenizer)
+
+
+def checkpoint_dir(path: str | Path) -> Path:
+    """`path` as an existing checkpoint directory (one with config.json), or an error saying what it is instead."""
+    root = Path(path).expanduser()
+    if not root.exists():
+        raise InterpError(f"{root} does not exist", fix="check the path (typo? not trained or copied yet?)")
+    if not root.is_dir():
+        raise InterpError(f"{root} is a file, not a checkpoint directory", fix=_CHECKPOINT_FIX)
+    if (root / CONFIG).is_file():
+        return root
+    inner = sorted(sub.name for sub in root.iterdir() if (sub / CONFIG).is_file())
+    if inner:
+        shown = ", ".join(inner[:3]) + (", ..." if len(inner) > 3 else "")
+        raise InterpError(f"{root} is a training run holding {len(inner)} checkpoints ({shown}), not a checkpoint",
+                          fix=f"load one of them (e.g. {root / inner[0]}), or iterate over all with "
+                              f"`interp.checkpoints.Run.open({str(root)!r}).iter_models()`")
+    raise InterpError(f"{root} is not a checkpoint: it has no {CONFIG}", fix=_CHECKPOINT_FIX)
+
+
+def read_config(path: str | Path) -> dict[str, Any]:
+    """The checkpoint's config.json as a dict."""
+    root = checkpoint_dir(path)
+    try:
+        config = json.loads((root / CONFIG).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise InterpError(f"{root / CONFIG} is not readable JSON ({err})", fix=_CHECKPOINT_FIX) from err
+    if not isinstance(config, dict):
+        raise InterpError(f"{root / CONFIG} does not hold a JSON object", fix=_CHECKPOINT_FIX)
+    return config
+
+
+def check_architecture(root: Path, config: dict[str, Any]) -> None:
+    """Refuse architectures interp does not implement, naming the supported ones."""
+    model_type = config.get("model_type")
+    if model_type not in SUPPORTED_MODEL_TYPES:
+        supported = ", ".join(f"{family} ({key})" for key, family in SUPPORTED_MODEL_TYPES.items())
+        raise InterpError(f"{root / CONFIG}: architecture {model_type!r} {config.get('architectures') or ''} "
+                          "is not supported", fix=f"use a checkpoint of a supported architecture: {supported}")
+
+
+def weight_files(path: str | Path) -> list[Path]:
+    """The checkpoint's weight files (safetensors, else PyTorch .bin), sharded or not."""
+    root = checkpoint_dir(path)
+    files = sorted(root.glob("*.safetensors")) or sorted(root.glob("pytorch_model*.bin"))
+    if not files:
+        raise InterpError(f"{root} has {CONFIG} but no weights (model.safetensors or pytorch_model.bin)",
+                          fix="save the model with `model.save_pretrained(dir)`, or finish copying the checkpoint")
+    return files
+
+
+def weight_shapes(path: str | Path) -> dict[str, tuple[int, ...]]:
+    """Every weight tensor's shape, read from the file headers (no tensor data is loaded)."""
+    from safetensors import safe_open
+
+    shapes: dict[str, tuple[int, ...]] = {}
+    for file in weight_files(path):
+        try:
+            if file.suffix == ".safetensors":
+                with safe_open(str(file), framework="pt") as handle:
+                    shapes.update({k: tuple(handle.get_slice(k).get_shape()) for k in handle.keys()})
+            else:
+                state = torch.load(file, map_location="cpu", mmap=True, weights_only=True)
+                shapes.update({k: tuple(v.shape) for k, v in state.items()})
+        except Exception as err:  # safetensors and torch raise several types for a damaged file
+            raise InterpError(f"{file} is damaged or not a weight file ({type(err).__name__}: {err})",
+                              fix="re-save or re-copy the checkpoint (the file may be truncated)") from err
+    return shapes
+
+
+def load_tokenizer(path: str | Path) -> Any:
+    """The Hugging Face tokenizer saved in the checkpoint directory."""
+    root = checkpoint_dir(path)
+    if not any((root / name).is_file() for name in _TOKENIZER_FILES):
+        raise InterpError(f"{root} has no tokenizer ({', '.join(_TOKENIZER_FILES)} all missing)",
+                          fix="save it next to the weights with `tokenizer.save_pretrained(dir)`")
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(str(root), local_files_only=True)
+    except (OSError, ValueError, json.JSONDecodeError) as err:
+        raise InterpError(f"the tokenizer in {root} cannot be loaded ({err})",
+                          fix="re-save it with `tokenizer.save_pretrained(dir)`") from err
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """The requested device, or CUDA when available, else CPU."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype:
+    """A torch dtype from a dtype, a name ("bfloat16", "bf16", ...) or None (float32)."""
+    if dtype is None:
+        return torch.float32
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in _DTYPES:
+        raise InterpError(f"unknown dtype {dtype!r}", fix=f"use one of {', '.join(_DTYPES)}")
+    return _DTYPES[dtype]

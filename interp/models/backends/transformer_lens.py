@@ -1,0 +1,88 @@
+"""`HookedModel` over TransformerLens 4's `TransformerBridge` (raw Hugging Face weights, eager attention).
+
+`.bridge` is the bridge itself, for anything TransformerLens offers beyond the shared interface
+(`transformer_lens.patching`, `enable_compatibility_mode()`, ...).
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+from transformer_lens.model_bridge import TransformerBridge
+from transformers import PreTrainedModel
+
+from interp.models.hf import HFBackedModel
+from interp.models.hooked import HookFn
+
+
+def _reporting_name(fn: HookFn, name: str) -> Callable[..., Tensor | None]:
+    """Adapt `fn(act, name)` to TransformerLens's `hook(act, hook=...)`, reporting OUR name, not the bridge's."""
+
+    def hook(act: Tensor, hook: Any = None) -> Tensor | None:
+        return fn(act, name)
+
+    return hook
+
+
+class TransformerLensModel(HFBackedModel):
+    """A checkpoint run through `TransformerBridge`; logits equal Hugging Face's eager forward."""
+
+    backend = "transformer_lens"
+
+    def __init__(self, path: Path, step: int | None, tokenizer: Any, hf_model: PreTrainedModel, device: torch.device,
+                 dtype: torch.dtype) -> None:
+        super().__init__(path, step, tokenizer, hf_model, device, dtype)
+        self.bridge = TransformerBridge.boot_transformers(str(path), device=device, dtype=dtype, hf_model=hf_model,
+                                                          tokenizer=tokenizer)
+
+    def forward(self, tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch pos d_vocab"]:
+        """Logits from token ids exactly as given (no BOS added, no attention mask)."""
+        return self.bridge(tokens.to(self.device), return_type="logits")
+
+    @contextmanager
+    def hooks(self, fwd_hooks: Sequence[tuple[str, HookFn]]) -> Iterator[None]:
+        """Attach hooks by our (TransformerLens 3-style) names; the bridge resolves them to its own hook points."""
+        self.resolve_names([name for name, _ in fwd_hooks])
+        named = [(name, _reporting_name(fn, name)) for name, fn in fwd_hooks]
+        with self.bridge.hooks(fwd_hooks=_carry_resid_mid_edits(named)):
+            yield
+
+
+class _ResidMidEdit:
+    """One layer's `hook_resid_mid` before and after the user's hooks; adds the difference to the MLP output."""
+
+    def __init__(self) -> None:
+        self.original: Tensor | None = None
+        self.edited: Tensor | None = None
+
+    def record_original(self, act: Tensor, hook: Any = None) -> None:
+        self.original = act
+
+    def record_edited(self, act: Tensor, hook: Any = None) -> None:
+        self.edited = act
+
+    def add_to_mlp_out(self, act: Tensor, hook: Any = None) -> Tensor | None:
+        return None if self.edited is self.original else act + (self.edited - self.original)
+
+
+def _carry_resid_mid_edits(hooks: list[tuple[str, Callable]]) -> list[tuple[str, Callable]]:
+    """Make an edit of `hook_resid_mid` reach the residual stream, not only the MLP input.
+
+    The bridge aliases `blocks.{l}.hook_resid_mid` to `ln2.hook_in`, inside Hugging Face's block, whose residual
+    variable keeps the unedited value. We record the value before and after the user's hooks and add the difference
+    to `hook_mlp_out` (after any user hook there), so `resid_post = edited resid_mid + mlp_out` as in TransformerLens
+    (exact up to float rounding of the subtraction and re-addition).
+    """
+    layers = sorted({name.split(".")[1] for name, _ in hooks if name.endswith(".hook_resid_mid")})
+    before, after = [], []
+    for layer in layers:
+        edit = _ResidMidEdit()
+        before.append((f"blocks.{layer}.hook_resid_mid", edit.record_original))
+        after += [(f"blocks.{layer}.hook_resid_mid", edit.record_edited),
+                  (f"blocks.{layer}.hook_mlp_out", edit.add_to_mlp_out)]
+    return before + list(hooks) + after

@@ -1,0 +1,68 @@
+"""What the Hugging Face-wrapping backends share: `ModelSummary` from the HF config, loading, architecture facts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Self
+
+import torch
+from transformers import PreTrainedConfig, PreTrainedModel
+
+from interp.models.hooked import HookedModel, ModelSummary
+
+
+def summarise(model: PreTrainedModel) -> ModelSummary:
+    """Architecture facts from the Hugging Face config; parameter count from the model (tied weights once)."""
+    cfg = model.config
+    n_heads = cfg.num_attention_heads
+    d_model = cfg.hidden_size
+    return ModelSummary(
+        architecture=(cfg.architectures or [type(model).__name__])[0],
+        n_layers=cfg.num_hidden_layers,
+        n_heads=n_heads,
+        n_kv_heads=getattr(cfg, "num_key_value_heads", None) or n_heads,
+        d_model=d_model,
+        d_head=getattr(cfg, "head_dim", None) or d_model // n_heads,
+        d_mlp=getattr(cfg, "intermediate_size", None) or getattr(cfg, "n_inner", None) or 4 * d_model,
+        d_vocab=cfg.vocab_size,
+        n_ctx=cfg.max_position_embeddings,
+        n_params=sum(p.numel() for p in model.parameters()),
+    )
+
+
+def parallel_attn_mlp(cfg: PreTrainedConfig) -> bool:
+    """Whether attention and MLP read the same residual (GPT-NeoX's parallel residual): no `hook_resid_mid`."""
+    return cfg.model_type == "gpt_neox" and bool(cfg.use_parallel_residual)
+
+
+def learned_positions(cfg: PreTrainedConfig) -> bool:
+    """Whether the model adds a learned position embedding (`hook_pos_embed` exists)."""
+    return cfg.model_type == "gpt2"
+
+
+class HFBackedModel(HookedModel):
+    """A `HookedModel` wrapping a Hugging Face model; architecture facts come from its config, not the native model."""
+
+    def __init__(self, path: Path, step: int | None, tokenizer: Any, hf_model: PreTrainedModel, device: torch.device,
+                 dtype: torch.dtype) -> None:
+        super().__init__(path, step, tokenizer, summarise(hf_model), device, dtype)
+        self.config = hf_model.config
+
+    @classmethod
+    def from_dir(cls, path: Path, device: torch.device, dtype: torch.dtype, step: int | None,
+                 tokenizer: Any | None = None) -> Self:
+        """Load a checkpoint directory with eager attention (`interp.load` validates the directory first)."""
+        from interp.loading import load_tokenizer
+        from interp.models.convert import load_hf_causal_lm
+
+        path = Path(path)
+        hf_model = load_hf_causal_lm(path, dtype=dtype).to(device)
+        return cls(path, step, tokenizer or load_tokenizer(path), hf_model, torch.device(device), dtype)
+
+    @property
+    def parallel_attn_mlp(self) -> bool:
+        return parallel_attn_mlp(self.config)
+
+    @property
+    def learned_positions(self) -> bool:
+        return learned_positions(self.config)

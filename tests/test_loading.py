@@ -1,0 +1,259 @@
+"""`interp.load` and the backends: logits and activations against Hugging Face, the same hooks on every backend,
+edits through hooks, and clear errors for directories that are not checkpoints."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Callable
+
+import einops
+import pytest
+import torch
+from torch import Tensor
+from transformers import AutoModelForCausalLM, PreTrainedModel
+
+import interp
+from interp.errors import InterpError
+from interp.models.hooked import HookedModel
+from interp.testing import ARCHITECTURES
+
+BACKENDS = ("transformer_lens", "nnsight", "native")
+OURS = ("transformer_lens", "nnsight")
+# Explicit ids (no BOS/EOS/PAD, ids 0-2), two rows so batch handling is exercised.
+TOKENS = torch.tensor([[5, 17, 100, 3, 250, 7, 41], [9, 9, 30, 9, 200, 9, 12]])
+ATOL = 1e-4
+# Independent of the backends: each family's attention output projection in the Hugging Face module tree.
+O_PROJ = {"gpt2": "transformer.h.{l}.attn.c_proj", "gpt_neox": "gpt_neox.layers.{l}.attention.dense",
+          "llama": "model.layers.{l}.self_attn.o_proj", "qwen2": "model.layers.{l}.self_attn.o_proj",
+          "gemma": "model.layers.{l}.self_attn.o_proj"}
+
+
+@pytest.fixture(scope="module")
+def model(tiny_dir: Callable[[str], Path]) -> Callable[[str, str], HookedModel]:
+    """`model(arch, backend)`: loaded once per module."""
+    loaded: dict[tuple[str, str], HookedModel] = {}
+
+    def get(arch: str, backend: str) -> HookedModel:
+        if (arch, backend) not in loaded:
+            loaded[arch, backend] = interp.load(tiny_dir(arch), backend=backend, device="cpu")
+        return loaded[arch, backend]
+
+    return get
+
+
+@pytest.fixture(scope="module")
+def hf(tiny_dir: Callable[[str], Path]) -> Callable[[str], PreTrainedModel]:
+    """`hf(arch)`: the reference Hugging Face model with eager attention."""
+    loaded: dict[str, PreTrainedModel] = {}
+
+    def get(arch: str) -> PreTrainedModel:
+        if arch not in loaded:
+            loaded[arch] = AutoModelForCausalLM.from_pretrained(tiny_dir(arch), attn_implementation="eager").eval()
+        return loaded[arch]
+
+    return get
+
+
+def _close(a: Tensor, b: Tensor) -> bool:
+    return a.shape == b.shape and torch.allclose(a.float(), b.float(), atol=ATOL, rtol=0)
+
+
+def _same_activation(name: str, a: Tensor, b: Tensor) -> bool:
+    """Equal within ATOL; attention scores only where the causal mask lets a query see a key (backends fill masked
+    entries with -inf or the dtype's minimum), and masked entries must be hugely negative on both."""
+    if not name.endswith("hook_attn_scores"):
+        return _close(a, b)
+    if a.shape != b.shape:
+        return False
+    seen = torch.ones(a.shape[-2:], dtype=torch.bool).tril()
+    return _close(a[..., seen], b[..., seen]) and bool((a[..., ~seen] < -1e30).all() and (b[..., ~seen] < -1e30).all())
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_logits_equal_hugging_face(arch: str, backend: str, model, hf) -> None:
+    with torch.no_grad():
+        expected = hf(arch)(TOKENS).logits
+        got = model(arch, backend)(TOKENS)
+    assert got.shape == (2, TOKENS.shape[1], 384)
+    torch.testing.assert_close(got, expected, atol=ATOL, rtol=0)
+
+
+@pytest.mark.parametrize("backend", ("nnsight", "native"))
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_every_hook_matches_transformer_lens(arch: str, backend: str, model) -> None:
+    """Every hook name gives the same tensor as TransformerLens's bridge (which names them for us)."""
+    reference, other = model(arch, "transformer_lens"), model(arch, backend)
+    assert other.hook_names() == reference.hook_names()
+    _, expected = reference.run_with_cache(TOKENS)
+    _, got = other.run_with_cache(TOKENS)
+    assert sorted(got) == sorted(expected) == sorted(reference.hook_names())
+    mismatched = [name for name in expected if not _same_activation(name, got[name], expected[name])]
+    assert not mismatched, {name: (tuple(got[name].shape), tuple(expected[name].shape)) for name in mismatched}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_activations_agree_with_hugging_face_internals(arch: str, backend: str, model, hf) -> None:
+    """resid_pre and pattern against HF's hidden states and attentions; z through HF's output projection gives
+    attn_out; the residual stream adds up (resid_mid = pre + attn_out, resid_post = mid + mlp_out)."""
+    reference, m = hf(arch), model(arch, backend)
+    with torch.no_grad():
+        out = reference(TOKENS, output_hidden_states=True, output_attentions=True)
+    _, cache = m.run_with_cache(TOKENS)
+    s = m.summary
+    for layer in range(s.n_layers):
+        act = {key.removeprefix(f"blocks.{layer}."): v for key, v in cache.items() if key.startswith(f"blocks.{layer}.")}
+        assert _close(act["hook_resid_pre"], out.hidden_states[layer])
+        assert _close(act["attn.hook_pattern"], out.attentions[layer])
+        assert act["attn.hook_q"].shape == (2, TOKENS.shape[1], s.n_heads, s.d_head)
+        assert act["attn.hook_k"].shape == act["attn.hook_v"].shape == (2, TOKENS.shape[1], s.n_kv_heads, s.d_head)
+        o_proj = reference.get_submodule(O_PROJ[arch].format(l=layer))
+        with torch.no_grad():
+            assert _close(act["hook_attn_out"], o_proj(einops.rearrange(act["attn.hook_z"], "b p h d -> b p (h d)")))
+        mid = act["hook_resid_pre"] + act["hook_attn_out"]
+        if "hook_resid_mid" in act:
+            assert _close(act["hook_resid_mid"], mid)
+        assert _close(act["hook_resid_post"], mid + act["hook_mlp_out"])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_zeroing_a_head_matches_hugging_face(arch: str, backend: str, model, hf) -> None:
+    """Zeroing head 2's z in layer 1 changes logits exactly as zeroing that slice of HF's output-projection input."""
+    m, layer, head = model(arch, backend), 1, 2
+    d_head = m.summary.d_head
+
+    def zero_head(z: Tensor, name: str) -> Tensor:
+        z = z.clone()
+        z[:, :, head] = 0
+        return z
+
+    def zero_slice(module: torch.nn.Module, args: tuple) -> tuple:
+        x = args[0].clone()
+        x[..., head * d_head:(head + 1) * d_head] = 0
+        return (x, *args[1:])
+
+    reference = hf(arch)
+    handle = reference.get_submodule(O_PROJ[arch].format(l=layer)).register_forward_pre_hook(zero_slice)
+    try:
+        with torch.no_grad():
+            expected = reference(TOKENS).logits
+    finally:
+        handle.remove()
+    with torch.no_grad(), m.hooks([(f"blocks.{layer}.attn.hook_z", zero_head)]):
+        got = m(TOKENS)
+    with torch.no_grad():
+        clean = m(TOKENS)
+    assert (expected - clean).abs().max() > 1e-2  # the ablation matters
+    torch.testing.assert_close(got, expected, atol=ATOL, rtol=0)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("arch", [a for a in ARCHITECTURES if a != "gpt_neox"])  # parallel residual: no resid_mid
+def test_editing_resid_mid_reaches_resid_post(arch: str, backend: str, model) -> None:
+    """An edit of resid_mid changes the residual stream itself, not only the MLP input (TransformerLens semantics)."""
+    m, seen = model(arch, backend), {}
+
+    def save(act: Tensor, name: str) -> None:
+        seen[name] = act.detach().clone()
+
+    names = ["blocks.0.hook_resid_pre", "blocks.0.hook_attn_out", "blocks.0.hook_mlp_out", "blocks.0.hook_resid_post"]
+    with torch.no_grad(), m.hooks([("blocks.0.hook_resid_mid", lambda act, name: 2 * act)]
+                                  + [(name, save) for name in names]):
+        m(TOKENS)
+    edited = 2 * (seen["blocks.0.hook_resid_pre"] + seen["blocks.0.hook_attn_out"])
+    assert _close(seen["blocks.0.hook_resid_post"], edited + seen["blocks.0.hook_mlp_out"])
+
+
+@pytest.mark.parametrize("backend", OURS)
+def test_hook_functions_get_our_names_and_unknown_names_fail(backend: str, model) -> None:
+    m, names = model("llama", backend), []
+    with torch.no_grad(), m.hooks([("blocks.1.hook_resid_post", lambda act, name: names.append(name))]):
+        m(TOKENS)
+    assert names == ["blocks.1.hook_resid_post"]  # the bridge's own name would be blocks.1.hook_out
+    with pytest.raises(KeyError, match="blocks.7.hook_resid_pre"), m.hooks([("blocks.7.hook_resid_pre", print)]):
+        pass
+
+
+EXPECTED_HEADS = {"gpt2": (4, 16), "gpt_neox": (4, 16), "llama": (2, 16), "qwen2": (2, 16), "gemma": (1, 32)}
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_summary_from_config(arch: str, model, hf) -> None:
+    summaries = {backend: model(arch, backend).summary for backend in BACKENDS}
+    s = summaries["transformer_lens"]
+    assert s.architecture == type(hf(arch)).__name__
+    assert (s.n_layers, s.n_heads, s.d_model, s.d_vocab, s.n_ctx) == (2, 4, 64, 384, 128)
+    assert (s.n_kv_heads, s.d_head) == EXPECTED_HEADS[arch]
+    assert s.n_params == sum(p.numel() for p in hf(arch).parameters())
+    assert summaries["nnsight"] == s == summaries["native"]
+
+
+def test_step_from_directory_name_unless_given(tmp_path: Path, tiny_dir: Callable[[str], Path]) -> None:
+    checkpoint = shutil.copytree(tiny_dir("gpt2"), tmp_path / "run" / "checkpoint-1200")
+    assert interp.load(checkpoint, backend="nnsight", device="cpu").step == 1200
+    assert interp.load(checkpoint, backend="nnsight", device="cpu", step=7).step == 7
+    assert interp.load(tiny_dir("gpt2"), backend="nnsight", device="cpu").step is None
+
+
+def _copy(tiny_dir: Callable[[str], Path], tmp_path: Path) -> Path:
+    return shutil.copytree(tiny_dir("llama"), tmp_path / "ckpt")
+
+
+def _truncate_weights(d: Path) -> Path:
+    file = d / "model.safetensors"
+    os.truncate(file, file.stat().st_size // 2)
+    return d
+
+
+def _unknown_architecture(d: Path) -> Path:
+    config = json.loads((d / "config.json").read_text())
+    (d / "config.json").write_text(json.dumps({**config, "model_type": "mamba", "architectures": ["MambaForCausalLM"]}))
+    return d
+
+
+def _remove(*names: str) -> Callable[[Path], Path]:
+    def remove(d: Path) -> Path:
+        for name in names:
+            (d / name).unlink()
+        return d
+    return remove
+
+
+def _as_run(d: Path) -> Path:
+    run = d.parent / "run"
+    run.mkdir()
+    for step in (100, 200):
+        shutil.copytree(d, run / f"step_{step}")
+    return run
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda d: d.parent / "nope", "does not exist"),
+    (lambda d: (shutil.rmtree(d), d.mkdir(), d)[-1], "no config.json"),
+    (_truncate_weights, "model.safetensors is damaged"),
+    (_unknown_architecture, "'mamba'"),
+    (_remove("tokenizer.json", "tokenizer_config.json"), "no tokenizer"),
+    (_remove("model.safetensors"), "no weights"),
+    (_as_run, "training run holding 2 checkpoints"),
+], ids=["missing", "empty", "corrupt-weights", "unknown-arch", "no-tokenizer", "no-weights", "run-dir"])
+def test_bad_directories_raise_interp_error(damage, message: str, tmp_path: Path, tiny_dir) -> None:
+    path = damage(_copy(tiny_dir, tmp_path))
+    with pytest.raises(InterpError, match=message) as err:
+        interp.load(path, backend="nnsight")
+    assert err.value.fix and str(path) in err.value.message
+
+
+def test_unknown_architecture_error_names_the_supported_ones(tmp_path: Path, tiny_dir) -> None:
+    with pytest.raises(InterpError) as err:
+        interp.load(_unknown_architecture(_copy(tiny_dir, tmp_path)))
+    assert all(family in err.value.fix for family in ARCHITECTURES)
+
+
+def test_unknown_backend(tiny_dir) -> None:
+    with pytest.raises(InterpError, match="unknown backend 'jax'"):
+        interp.load(tiny_dir("llama"), backend="jax")
