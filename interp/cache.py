@@ -25,7 +25,8 @@ from safetensors import safe_open
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from interp.checkpoints import check_compatible, discover, step_of
+from interp import loading
+from interp.checkpoints import Run, step_of
 from interp.errors import InterpError
 from interp.models.hooked import HookedModel
 from interp.results import atomic_save_tensors, atomic_write_json
@@ -75,21 +76,23 @@ def cache_activations(
     dtype: torch.dtype = torch.float32,
     prepend_bos: bool = False,
     shard_bytes: int = 256 * 2**20,
-    backend: str | None = None,
+    backend: str = "native",
     device: str | torch.device | None = None,
 ) -> CacheHandle:
     """Cache the activations of `hooks` over `prompts` for one checkpoint under `out_dir`, reusing a matching cache.
 
-    A path is loaded (with `backend`, `device`) only when some hook has no matching cache yet.
+    A path is loaded (with `backend`, `device`; every backend gives the same activations, native is the fastest)
+    only when some hook has no matching cache yet. `dtype` is the stored dtype; the model runs in float32.
     """
     prompts, positions, hooks = list(prompts), _check_positions(positions), list(dict.fromkeys(hooks))
     _check_request(prompts, hooks, batch_size)
-    path = Path(model_or_path.path if isinstance(model_or_path, HookedModel) else model_or_path).expanduser().resolve()
+    given = model_or_path if isinstance(model_or_path, HookedModel) else None
+    path = Path(given.path if given else model_or_path).expanduser().resolve()
     out = Path(out_dir)
     keys = {hook: _request_key(path, hook, positions, dtype, prepend_bos, prompts) for hook in hooks}
     todo = [hook for hook in hooks if not _matches(out / hook, keys[hook])]
     if todo:
-        model = model_or_path if isinstance(model_or_path, HookedModel) else _load(path, backend, device)
+        model = given or loading.load(path, backend=backend, device=device)
         _check_hooks(model, todo)
         writers = {hook: _ShardWriter(out / hook, keys[hook], shard_bytes) for hook in todo}
         _compute(model, prompts, writers, positions, prepend_bos, batch_size)
@@ -102,11 +105,10 @@ def cache_run(path: str | Path, prompts: Sequence[str], hooks: Sequence[str], ou
 
     Checkpoints must share shapes and tokenizer, so their caches are comparable; one model is in memory at a time.
     """
-    checkpoints = discover(path)
-    for other in checkpoints[1:]:
-        check_compatible(checkpoints[0].path, other.path)
+    run = Run.open(path)
+    run.check_compatible()
     return [cache_activations(ckpt.path, prompts, hooks, Path(out_dir) / ckpt.label, **options)
-            for ckpt in tqdm(checkpoints, desc="checkpoints", disable=len(checkpoints) == 1)]
+            for ckpt in tqdm(run.checkpoints, desc="checkpoints", disable=len(run.checkpoints) == 1)]
 
 
 def load_activations(cache_dir: str | Path, hook: str) -> Float[Tensor, "prompt ..."]:
@@ -189,12 +191,6 @@ def _read_tensor(file: Path, name: str) -> Tensor:
         return handle.get_tensor(name)
 
 
-def _load(path: Path, backend: str | None, device: str | torch.device | None) -> HookedModel:
-    from interp.loading import load
-
-    return load(path, device=device) if backend is None else load(path, backend=backend, device=device)
-
-
 def _check_hooks(model: HookedModel, hooks: list[str]) -> None:
     try:
         model.resolve_names(hooks)
@@ -208,7 +204,7 @@ def _compute(model: HookedModel, prompts: list[str], writers: dict[str, "_ShardW
     """Run the prompts in batches and stream each hook's kept activations into shards, then write the metadata."""
     seqs = [model.to_tokens(p, prepend_bos=prepend_bos)[0].cpu() for p in prompts]
     lengths = torch.tensor([len(s) for s in seqs])
-    index = None if positions == "all" else _position_index(positions, lengths)
+    index = None if positions == "all" else _position_index([-1] if positions == "last" else positions, lengths)
     width = int(lengths.max())
     pad = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
     for start in tqdm(range(0, len(prompts), batch_size), desc=f"caching {model.path.name}", leave=False):

@@ -3,12 +3,14 @@
 A checkpoint is a Hugging Face directory (`config.json`, weights, tokenizer). A run directory holds checkpoints
 named `checkpoint-N`, `stepN`, `step_N`, `step-N` or `global_stepN`, or lists them in a `checkpoints.json`
 manifest: `{"checkpoints": [{"path": "relative/or/absolute", "step": 100}, ...]}` (a bare list also works).
-A single checkpoint directory is a run of one.
+A single checkpoint directory is a run of one; a directory that is a checkpoint and also holds step-named ones
+(a Hugging Face Trainer output directory) is read as the run of those.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,9 +19,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 from interp.errors import InterpError
 
 if TYPE_CHECKING:
-    import torch
-
-    from interp.models.hooked import HookedModel
+    from interp.models.hooked import HookedModel, ModelSummary
 
 MANIFEST = "checkpoints.json"
 CONFIG = "config.json"
@@ -68,7 +68,8 @@ def discover(path: str | Path) -> list[Checkpoint]:
                  if sub.is_dir() and parse_step(sub.name) is not None and is_checkpoint_dir(sub)]
     if not found:
         if is_checkpoint_dir(root):
-            return [Checkpoint(root, step_of(root), root.parent.name if parse_step(root.name) is not None else root.name)]
+            run = root.parent.name if parse_step(root.name) is not None else root.name
+            return [Checkpoint(root, step_of(root), run)]
         raise InterpError(f"{root} is not a checkpoint (no {CONFIG}) and holds no checkpoints", fix=_NAMING_FIX)
     return _sorted_unique(found, root)
 
@@ -106,12 +107,15 @@ def _manifest_entries(manifest: Path) -> list[dict[str, Any]]:
 
 
 def _sorted_unique(found: list[Checkpoint], root: Path) -> list[Checkpoint]:
-    """Sort by step (unknown steps last, in manifest order); refuse two checkpoints claiming the same step."""
+    """Sort by step (unknown steps last, in manifest order); refuse two checkpoints with one step or label."""
     ordered = sorted(found, key=lambda c: (c.step is None, c.step or 0))
-    for earlier, later in zip(ordered, ordered[1:]):
-        if earlier.step is not None and earlier.step == later.step:
-            raise InterpError(f"{root} has two checkpoints for step {earlier.step}: {earlier.path.name} and "
-                              f"{later.path.name}", fix="remove or rename one of them")
+    seen: dict[str, Checkpoint] = {}
+    for ckpt in ordered:
+        if ckpt.label in seen:
+            what = f"step {ckpt.step}" if ckpt.step is not None else f"the name {ckpt.path.name}"
+            raise InterpError(f"{root} has two checkpoints for {what}: {seen[ckpt.label].path} and {ckpt.path}",
+                              fix="remove or rename one of them (or give them distinct steps in the manifest)")
+        seen[ckpt.label] = ckpt
     return ordered
 
 
@@ -123,3 +127,90 @@ def step_of(path: str | Path) -> int | None:
             if (path.parent / entry["path"]).resolve() == path and entry.get("step") is not None:
                 return int(entry["step"])
     return parse_step(path.name)
+
+
+@dataclass(frozen=True)
+class Run:
+    """The checkpoints of one training run, loaded lazily: one model at a time."""
+
+    path: Path
+    checkpoints: tuple[Checkpoint, ...]
+
+    @classmethod
+    def open(cls, path: str | Path) -> "Run":
+        """The run at `path` (a run directory, or a single checkpoint as a run of one)."""
+        return cls(Path(path).expanduser().resolve(), tuple(discover(path)))
+
+    @property
+    def steps(self) -> list[int | None]:
+        return [c.step for c in self.checkpoints]
+
+    def check_compatible(self) -> None:
+        """Refuse the run unless every checkpoint has the first one's shapes and tokenizer."""
+        for other in self.checkpoints[1:]:
+            check_compatible(self.checkpoints[0].path, other.path)
+
+    def iter_models(self, compatible: bool = True, **load_options: Any) -> Iterator["HookedModel"]:
+        """Load each checkpoint in step order as it is reached (`load_options` go to `interp.load`).
+
+        With `compatible`, checks every checkpoint against the first before loading any. Only the yielded model is
+        referenced here; `itertools.pairwise(run.iter_models())` keeps the two an adjacent-step comparison needs.
+        """
+        if compatible:
+            self.check_compatible()
+        from interp import loading
+
+        for ckpt in self.checkpoints:
+            yield loading.load(ckpt.path, step=ckpt.step, **load_options)
+
+
+def check_compatible(a: str | Path, b: str | Path) -> None:
+    """Refuse two checkpoints whose architecture, weight shapes or tokenizer vocabulary differ, naming both."""
+    a, b = Path(a), Path(b)
+    fix = "compare checkpoints of one training run (same architecture, sizes and tokenizer)"
+    for what, left, right in _differences(a, b):
+        raise InterpError(f"checkpoints differ: {a} has {what} {left} but {b} has {right}", fix=fix)
+
+
+def _differences(a: Path, b: Path) -> Iterator[tuple[str, Any, Any]]:
+    """(what, value in a, value in b) for each difference, the most readable first; stops being read at the first."""
+    from interp.loading import load_tokenizer, weight_shapes
+
+    summary_a, summary_b = read_summary(a).as_dict(), read_summary(b).as_dict()
+    for name in summary_a:
+        if name != "n_params" and summary_a[name] != summary_b[name]:
+            yield name, summary_a[name], summary_b[name]
+    shapes_a, shapes_b = weight_shapes(a), weight_shapes(b)
+    for tensor in sorted(shapes_a.keys() | shapes_b.keys()):
+        if shapes_a.get(tensor) != shapes_b.get(tensor):
+            yield f"weight {tensor} of shape", shapes_a.get(tensor, "(absent)"), shapes_b.get(tensor, "(absent)")
+    vocab_a, vocab_b = load_tokenizer(a).get_vocab(), load_tokenizer(b).get_vocab()
+    if vocab_a != vocab_b:
+        changed = sorted(t for t in vocab_a.keys() | vocab_b.keys() if vocab_a.get(t) != vocab_b.get(t))
+        yield (f"a different tokenizer ({len(changed)} tokens differ): token {changed[0]!r} has id",
+               vocab_a.get(changed[0]), vocab_b.get(changed[0]))
+
+
+def read_summary(path: str | Path) -> "ModelSummary":
+    """A checkpoint's architecture facts from config.json and the weight-file headers, without loading weights."""
+    from transformers import AutoConfig
+
+    from interp.loading import check_architecture, checkpoint_dir, read_config, weight_shapes
+    from interp.models.hooked import ModelSummary
+
+    root = checkpoint_dir(path)
+    check_architecture(root, read_config(root))
+    cfg = AutoConfig.from_pretrained(str(root), local_files_only=True)
+    n_heads, d_model = cfg.num_attention_heads, cfg.hidden_size
+    return ModelSummary(
+        architecture=(cfg.architectures or [type(cfg).__name__])[0],
+        n_layers=cfg.num_hidden_layers,
+        n_heads=n_heads,
+        n_kv_heads=getattr(cfg, "num_key_value_heads", None) or n_heads,
+        d_model=d_model,
+        d_head=getattr(cfg, "head_dim", None) or d_model // n_heads,
+        d_mlp=getattr(cfg, "intermediate_size", None) or getattr(cfg, "n_inner", None) or 4 * d_model,
+        d_vocab=cfg.vocab_size,
+        n_ctx=cfg.max_position_embeddings,
+        n_params=sum(math.prod(shape) for shape in weight_shapes(root).values()),
+    )

@@ -25,6 +25,13 @@ _STATE = {"debug": False}
 # Sub-command modules; importing one registers its commands on `app`.
 COMMAND_MODULES = [
     "interp.commands.info",
+    "interp.commands.cache",
+    "interp.commands.tuco",
+    "interp.commands.directions",
+    "interp.commands.knowledge",
+    "interp.commands.gradients",
+    "interp.commands.induction",
+    "interp.commands.patch",
 ]
 
 
@@ -38,30 +45,34 @@ for _module in COMMAND_MODULES:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: run the app, turning user errors into one line and exit status 2."""
-    args = sys.argv[1:] if argv is None else argv
-    debug = "--debug" in args
+    """Entry point: run the app, turning user errors into one line and exit status 2 (`--debug`: the traceback)."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    if "--debug" in args:  # accepted anywhere on the line; the root option handles it
+        args = ["--debug", *(arg for arg in args if arg != "--debug")]
+    args = args or ["--help"]
+    _STATE["debug"] = False
     try:
-        app(args=args, standalone_mode=False)
+        code = app(args=args, prog_name="interp", standalone_mode=False)
     except InterpError as err:
-        if debug:
+        if _STATE["debug"]:
             raise
-        typer.echo(f"error: {err}", err=True)
-        sys.exit(2)
-    except (typer.Exit, SystemExit) as done:
-        code = getattr(done, "exit_code", getattr(done, "code", 0))
-        sys.exit(code or 0)
-    except (typer.Abort, KeyboardInterrupt):
+        _fail(str(err))
+    except typer.TyperException as err:  # usage errors: unknown option, missing argument, bad value
+        ctx = getattr(err, "ctx", None)
+        _fail(err.format_message() + (f" (fix: see '{ctx.command_path} --help')" if ctx is not None else ""))
+    except typer.Abort:
         typer.echo("interrupted", err=True)
         sys.exit(130)
-    except Exception as err:  # click usage errors and the like
-        import click
+    sys.exit(code if isinstance(code, int) else 0)
 
-        if isinstance(err, click.ClickException):
-            err.show()
-            sys.exit(2)
-        raise
+
+def _fail(message: str) -> None:
+    """Print one error line on stderr and exit with status 2."""
+    typer.echo("error: " + " ".join(message.splitlines()), err=True)
+    sys.exit(2)
 
 
 if __name__ == "__main__":
-    main()
+    from interp.cli import main as registered_main  # the commands registered on the imported module, not __main__
+
+    registered_main()

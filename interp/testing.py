@@ -58,29 +58,29 @@ def train_tiny_tokenizer(vocab_size: int = 384, kind: str = "bpe") -> PreTrained
                                    unk_token="<|unk|>" if kind == "word" else None)
 
 
+_CONFIGS: dict[str, tuple[type[PreTrainedConfig], dict[str, Any]]] = {
+    "gpt2": (GPT2Config, dict(n_embd=64, n_layer=2, n_head=4, n_positions=128, resid_pdrop=0.0, embd_pdrop=0.0,
+                              attn_pdrop=0.0)),
+    "gpt_neox": (GPTNeoXConfig, dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=256,
+                                     max_position_embeddings=128, use_parallel_residual=True,
+                                     rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
+                                                      "partial_rotary_factor": 0.25})),
+    "llama": (LlamaConfig, dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                head_dim=16, intermediate_size=128, max_position_embeddings=128)),
+    "qwen2": (Qwen2Config, dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                intermediate_size=128, max_position_embeddings=128)),
+    "gemma": (GemmaConfig, dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=1,
+                                head_dim=32, intermediate_size=128, max_position_embeddings=128)),
+}
+
+
 def _config(arch: str, vocab_size: int, special_ids: dict[str, int], **overrides: Any) -> PreTrainedConfig:
-    """A 2-layer, d_model 64, 4-head config exercising each family's quirks (GQA, partial rotary, biases, head_dim)."""
-    common = dict(vocab_size=vocab_size, **special_ids)
-    if arch == "gpt2":
-        cfg = GPT2Config(n_embd=64, n_layer=2, n_head=4, n_positions=128, resid_pdrop=0.0, embd_pdrop=0.0,
-                         attn_pdrop=0.0, **common, **overrides)
-    elif arch == "gpt_neox":
-        cfg = GPTNeoXConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=256,
-                            max_position_embeddings=128, use_parallel_residual=True,
-                            rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
-                                             "partial_rotary_factor": 0.25}, **common, **overrides)
-    elif arch == "llama":
-        cfg = LlamaConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                          head_dim=16, intermediate_size=128, max_position_embeddings=128, **common, **overrides)
-    elif arch == "qwen2":
-        cfg = Qwen2Config(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                          intermediate_size=128, max_position_embeddings=128, **common, **overrides)
-    elif arch == "gemma":
-        cfg = GemmaConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=1,
-                          head_dim=32, intermediate_size=128, max_position_embeddings=128, **common, **overrides)
-    else:
+    """A 2-layer, d_model 64, 4-head config exercising each family's quirks (GQA, partial rotary, biases, head_dim);
+    `overrides` replace any of these settings."""
+    if arch not in _CONFIGS:
         raise ValueError(f"unknown architecture {arch!r}; choose from {ARCHITECTURES}")
-    return cfg
+    config_class, defaults = _CONFIGS[arch]
+    return config_class(**{**defaults, "vocab_size": vocab_size, **special_ids, **overrides})
 
 
 @torch.no_grad()
