@@ -196,21 +196,9 @@ def read_summary(path: str | Path) -> "ModelSummary":
     from transformers import AutoConfig
 
     from interp.loading import check_architecture, checkpoint_dir, read_config, weight_shapes
-    from interp.models.hooked import ModelSummary
+    from interp.models.hf import summary_from_config
 
     root = checkpoint_dir(path)
     check_architecture(root, read_config(root))
     cfg = AutoConfig.from_pretrained(str(root), local_files_only=True)
-    n_heads, d_model = cfg.num_attention_heads, cfg.hidden_size
-    return ModelSummary(
-        architecture=(cfg.architectures or [type(cfg).__name__])[0],
-        n_layers=cfg.num_hidden_layers,
-        n_heads=n_heads,
-        n_kv_heads=getattr(cfg, "num_key_value_heads", None) or n_heads,
-        d_model=d_model,
-        d_head=getattr(cfg, "head_dim", None) or d_model // n_heads,
-        d_mlp=getattr(cfg, "intermediate_size", None) or getattr(cfg, "n_inner", None) or 4 * d_model,
-        d_vocab=cfg.vocab_size,
-        n_ctx=cfg.max_position_embeddings,
-        n_params=sum(math.prod(shape) for shape in weight_shapes(root).values()),
-    )
+    return summary_from_config(cfg, sum(math.prod(shape) for shape in weight_shapes(root).values()))

@@ -11,13 +11,12 @@ from transformers import PreTrainedConfig, PreTrainedModel
 from interp.models.hooked import HookedModel, ModelSummary
 
 
-def summarise(model: PreTrainedModel) -> ModelSummary:
-    """Architecture facts from the Hugging Face config; parameter count from the model (tied weights once)."""
-    cfg = model.config
+def summary_from_config(cfg: PreTrainedConfig, n_params: int) -> ModelSummary:
+    """Architecture facts from a Hugging Face config (every supported family's attribute names)."""
     n_heads = cfg.num_attention_heads
     d_model = cfg.hidden_size
     return ModelSummary(
-        architecture=(cfg.architectures or [type(model).__name__])[0],
+        architecture=(cfg.architectures or [type(cfg).__name__.replace("Config", "ForCausalLM")])[0],
         n_layers=cfg.num_hidden_layers,
         n_heads=n_heads,
         n_kv_heads=getattr(cfg, "num_key_value_heads", None) or n_heads,
@@ -26,8 +25,13 @@ def summarise(model: PreTrainedModel) -> ModelSummary:
         d_mlp=getattr(cfg, "intermediate_size", None) or getattr(cfg, "n_inner", None) or 4 * d_model,
         d_vocab=cfg.vocab_size,
         n_ctx=cfg.max_position_embeddings,
-        n_params=sum(p.numel() for p in model.parameters()),
+        n_params=n_params,
     )
+
+
+def summarise(model: PreTrainedModel) -> ModelSummary:
+    """`ModelSummary` of a loaded model; parameters counted from the model (tied weights once)."""
+    return summary_from_config(model.config, sum(p.numel() for p in model.parameters()))
 
 
 def parallel_attn_mlp(cfg: PreTrainedConfig) -> bool:

@@ -11,16 +11,9 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from interp.models.convert import load_hf_causal_lm
-from interp.models.hooked import HookedModel, HookFn, ModelSummary
+from interp.models.hf import summarise
+from interp.models.hooked import HookedModel, HookFn
 from interp.models.native import NativeTransformer
-
-
-def summary_of(nt: NativeTransformer, n_params: int) -> ModelSummary:
-    """`ModelSummary` from a converted model's config."""
-    c = nt.cfg
-    return ModelSummary(architecture=c.architecture, n_layers=c.n_layers, n_heads=c.n_heads, n_kv_heads=c.n_kv_heads,
-                        d_model=c.d_model, d_head=c.d_head, d_mlp=c.d_mlp, d_vocab=c.d_vocab, n_ctx=c.n_ctx,
-                        n_params=n_params)
 
 
 class NativeModel(HookedModel):
@@ -34,10 +27,10 @@ class NativeModel(HookedModel):
         from transformers import AutoTokenizer
 
         hf = load_hf_causal_lm(path, dtype=dtype)
-        n_params = sum(p.numel() for p in hf.parameters())
+        summary = summarise(hf)
         nt = NativeTransformer.from_hf(hf, device=device)
         tok = tokenizer if tokenizer is not None else AutoTokenizer.from_pretrained(str(path), local_files_only=True)
-        model = cls(path, step, tok, summary_of(nt, n_params), device, dtype)
+        model = cls(path, step, tok, summary, device, dtype)
         model._native = nt
         return model
 
