@@ -1,0 +1,1 @@
+"""Training dynamics: induction-head scores and formation, clamped training, layer-wise gradients."""

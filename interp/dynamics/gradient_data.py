@@ -1,0 +1,132 @@
+"""(instruction, response) data for the layer-gradient analysis: JSONL reading, prompt templates, tokenisation.
+
+The prompt/response boundary is exact: the prompt and the response are tokenised separately and their token ids
+concatenated, so the response tokens are known without re-encoding a character prefix. (Li et al.'s reference code
+tokenises the joined text and finds the boundary with `len(tok.encode(text[:text.rfind(output)]))`, which can be off
+by one token where a merge crosses the boundary; the two agree whenever the tokenizer splits at the boundary.)
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from interp.errors import InterpError
+
+Template = Literal["auto", "plain", "chat"]
+TEMPLATES: tuple[str, ...] = ("auto", "plain", "chat")
+# Li et al. give instruct models this system message (and none for Gemma, whose template rejects a system role).
+SYSTEM_PROMPT = "You are a helpful assistant."
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """One sample's token ids; the first `n_prompt` are the prompt (no loss), the rest the response."""
+
+    ids: tuple[int, ...]
+    n_prompt: int
+
+    @property
+    def n_response(self) -> int:
+        return len(self.ids) - self.n_prompt
+
+
+def read_pairs(path: str | Path) -> list[tuple[str, str]]:
+    """Read a JSONL file of {"instruction": str, "response": str} objects, one per line (blank lines skipped)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InterpError(f"data file {path} does not exist", fix="pass a JSONL file of {instruction, response}")
+    pairs = []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise InterpError(f"{path}:{number} is not valid JSON ({err.msg})", fix="one JSON object per line") from err
+        if not (isinstance(row, dict) and isinstance(row.get("instruction"), str)
+                and isinstance(row.get("response"), str)):
+            raise InterpError(f"{path}:{number} needs string fields 'instruction' and 'response'",
+                              fix='write lines like {"instruction": "2+3=", "response": "5"}')
+        pairs.append((row["instruction"], row["response"]))
+    if not pairs:
+        raise InterpError(f"{path} holds no samples", fix="add at least one {instruction, response} line")
+    return pairs
+
+
+def write_pairs(pairs: list[tuple[str, str]], path: str | Path) -> Path:
+    """Write (instruction, response) pairs as the JSONL file `read_pairs` reads."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = [json.dumps({"instruction": i, "response": r}) for i, r in pairs]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def resolve_template(template: Template, model_dir: str | Path, tokenizer: Any) -> str:
+    """`auto` -> "zoo-chat" for a zoo chat checkpoint, "chat" if the tokenizer has a chat template, else "plain"."""
+    if template not in TEMPLATES:
+        raise InterpError(f"unknown template {template!r}", fix=f"use one of {', '.join(TEMPLATES)}")
+    zoo_chat = _is_zoo_chat(Path(model_dir))
+    if template == "plain":
+        return "plain"
+    if zoo_chat:
+        return "zoo-chat"
+    if getattr(tokenizer, "chat_template", None):
+        return "chat"
+    if template == "chat":
+        raise InterpError(f"{model_dir} has no chat template", fix="use --template plain (or auto)")
+    return "plain"
+
+
+def encode_pair(tokenizer: Any, instruction: str, response: str, template: str, prepend_bos: bool = False) -> Encoded:
+    """Token ids of prompt + response, with the prompt formatted by the resolved `template`.
+
+    plain: `instruction + "\\n"` with the tokenizer's usual special tokens (BOS where it adds one), as Li et al.'s
+    base models. chat: the tokenizer's chat template (system message `SYSTEM_PROMPT`, dropped if the template
+    rejects it, then the user turn, generation prompt on). zoo-chat: `interp.zoo.data.chat_prompt(instruction)`.
+    `prepend_bos` puts the BOS token first unless it is there already.
+    """
+    if template == "plain":
+        prompt_ids = list(tokenizer(instruction + "\n")["input_ids"])
+    else:
+        text = _chat_text(tokenizer, instruction, template)
+        prompt_ids = list(tokenizer(text, add_special_tokens=False)["input_ids"])
+    if prepend_bos and prompt_ids[:1] != [tokenizer.bos_token_id]:
+        prompt_ids.insert(0, tokenizer.bos_token_id)
+    response_ids = tokenizer(response, add_special_tokens=False)["input_ids"]
+    return Encoded(tuple(prompt_ids) + tuple(response_ids), len(prompt_ids))
+
+
+def encode_pairs(tokenizer: Any, pairs: list[tuple[str, str]], template: str, max_length: int,
+                 prepend_bos: bool = False) -> list[Encoded]:
+    """Encode every pair and truncate to `max_length` tokens (Li et al. use 1024); a sample may lose its response."""
+    encoded = (encode_pair(tokenizer, instruction, response, template, prepend_bos) for instruction, response in pairs)
+    return [Encoded(e.ids[:max_length], min(e.n_prompt, max_length)) for e in encoded]
+
+
+def _chat_text(tokenizer: Any, instruction: str, template: str) -> str:
+    if template == "zoo-chat":
+        from interp.zoo.data import chat_prompt
+
+        return chat_prompt(instruction)
+    from jinja2 import TemplateError
+
+    user = {"role": "user", "content": instruction}
+    try:
+        return tokenizer.apply_chat_template([{"role": "system", "content": SYSTEM_PROMPT}, user],
+                                             add_generation_prompt=True, tokenize=False)
+    except TemplateError:  # templates such as Gemma's raise on a system turn; Li et al. omit it there
+        return tokenizer.apply_chat_template([user], add_generation_prompt=True, tokenize=False)
+
+
+def is_zoo_checkpoint(model_dir: str | Path) -> bool:
+    """Zoo checkpoints sit at <zoo>/{base,chat}/step_NNNNNN beside the zoo's manifest.json (trained with BOS first)."""
+    model_dir = Path(model_dir).resolve()
+    return model_dir.parent.name in ("base", "chat") and (model_dir.parent.parent / "manifest.json").is_file()
+
+
+def _is_zoo_chat(model_dir: Path) -> bool:
+    return is_zoo_checkpoint(model_dir) and Path(model_dir).resolve().parent.name == "chat"

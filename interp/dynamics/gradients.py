@@ -1,0 +1,147 @@
+"""Per-sample gradients of each layer's projection matrices under a response-only loss (Li, Li & Zhou 2025).
+
+Gradients are taken with respect to the original Hugging Face weights, in the `nn.Linear` layout [out, in]:
+Llama/Qwen2/Gemma `q_proj/k_proj/v_proj/o_proj` (MLP: `gate_proj/up_proj/down_proj`); GPT-2's fused `c_attn` split
+into its q, k, v output blocks and `attn.c_proj` as o (MLP: `c_fc` up, `mlp.c_proj` down); GPT-NeoX's fused
+`query_key_value` split by its [head, (q, k, v), d_head] output layout and `dense` as o (MLP: `dense_h_to_4h` up,
+`dense_4h_to_h` down).
+
+Per-sample gradients come from one batched forward/backward: a linear map y = W x + b has dL/dW = sum_t dy_t x_t^T,
+so each sample's gradient is an einsum of the layer's input and the loss gradient at its output (the trick behind
+Opacus). Samples are right-padded; causal attention never looks ahead, so padding does not touch real positions.
+On CPU this beat both `torch.func.vmap(grad(...))` and one backward pass per sample (benchmarks/gradients.py).
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import einops
+import torch
+import torch.nn.functional as F
+from jaxtyping import Float, Int
+from torch import Tensor, nn
+
+from interp.errors import InterpError
+from interp.models.convert import SUPPORTED
+
+ATTENTION = ("q", "k", "v", "o")
+MLP = ("gate", "up", "down")
+IGNORE = -100
+
+
+def _whole(grad: Tensor) -> Tensor:
+    return grad[None]
+
+
+def _gpt2_qkv(grad: Tensor) -> Tensor:
+    """GPT-2 `c_attn`: output features are [q | k | v] blocks."""
+    return einops.rearrange(grad, "b (i o) d -> i b o d", i=3)
+
+
+def _neox_qkv(n_heads: int) -> Callable[[Tensor], Tensor]:
+    """GPT-NeoX `query_key_value`: output features are laid out [head, (q, k, v), d_head]."""
+    return lambda grad: einops.rearrange(grad, "b (h i e) d -> i b (h e) d", h=n_heads, i=3)
+
+
+@dataclass(frozen=True)
+class Matrix:
+    """A weight matrix inside each layer (dotted module path) and how its gradient [b, out, in] splits into the named
+    projections ([len(names), b, out', in])."""
+
+    module: str
+    names: tuple[str, ...]
+    split: Callable[[Tensor], Tensor] = _whole
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where an architecture keeps its layers and which matrices hold which projections."""
+
+    layers: nn.ModuleList
+    attention: tuple[Matrix, ...]
+    mlp: tuple[Matrix, ...]
+
+    def matrices(self, include_mlp: bool) -> tuple[Matrix, ...]:
+        return self.attention + (self.mlp if include_mlp else ())
+
+    def projections(self, include_mlp: bool) -> tuple[str, ...]:
+        return tuple(name for matrix in self.matrices(include_mlp) for name in matrix.names)
+
+
+def layout(model: nn.Module) -> Layout:
+    """The projection layout of a supported Hugging Face causal LM."""
+    arch = type(model).__name__
+    if arch == "GPT2LMHeadModel":
+        return Layout(model.transformer.h,
+                      (Matrix("attn.c_attn", ("q", "k", "v"), _gpt2_qkv), Matrix("attn.c_proj", ("o",))),
+                      (Matrix("mlp.c_fc", ("up",)), Matrix("mlp.c_proj", ("down",))))
+    if arch == "GPTNeoXForCausalLM":
+        qkv = Matrix("attention.query_key_value", ("q", "k", "v"), _neox_qkv(model.config.num_attention_heads))
+        return Layout(model.gpt_neox.layers, (qkv, Matrix("attention.dense", ("o",))),
+                      (Matrix("mlp.dense_h_to_4h", ("up",)), Matrix("mlp.dense_4h_to_h", ("down",))))
+    if arch in ("LlamaForCausalLM", "Qwen2ForCausalLM", "GemmaForCausalLM"):
+        return Layout(model.model.layers,
+                      tuple(Matrix(f"self_attn.{p}_proj", (p,)) for p in ATTENTION),
+                      tuple(Matrix(f"mlp.{p}_proj", (p,)) for p in MLP))
+    raise InterpError(f"architecture {arch} is not supported", fix=f"use one of {', '.join(SUPPORTED)}")
+
+
+def response_loss(logits: Float[Tensor, "batch pos vocab"], labels: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch"]:
+    """Each sample's mean next-token cross-entropy over its labelled (response) tokens, as HF's causal-LM loss."""
+    targets = labels[:, 1:]
+    token_loss = F.cross_entropy(logits[:, :-1].float().transpose(1, 2), targets, ignore_index=IGNORE, reduction="none")
+    return token_loss.sum(1) / (targets != IGNORE).sum(1)
+
+
+@contextmanager
+def _capture(modules: list[nn.Module]) -> Iterator[dict[int, tuple[Tensor, Tensor]]]:
+    """Record each module's (input, output) of the forward pass, keyed by its index in `modules`."""
+    records: dict[int, tuple[Tensor, Tensor]] = {}
+
+    def hook(index: int) -> Callable[..., None]:
+        def record(_module: nn.Module, args: tuple[Tensor, ...], out: Tensor) -> None:
+            if index in records:
+                raise RuntimeError(f"{type(_module).__name__} ran twice in one forward pass")
+            records[index] = (args[0], out)
+
+        return record
+
+    handles = [m.register_forward_hook(hook(i)) for i, m in enumerate(modules)]
+    try:
+        yield records
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def per_sample_gradients(
+    model: nn.Module, ids: Int[Tensor, "batch pos"], labels: Int[Tensor, "batch pos"], include_mlp: bool = False,
+) -> tuple[Float[Tensor, "batch"], Iterator[tuple[int, str, Float[Tensor, "batch out inp"]]]]:
+    """Per-sample response losses and a lazy stream of (layer, projection, per-sample d loss / d W).
+
+    `labels` are `ids` with IGNORE on prompt and padding positions. The stream computes one matrix at a time so
+    that only one [batch, out, in] gradient is alive at once (they are large for real models).
+    """
+    lay = layout(model)
+    matrices = lay.matrices(include_mlp)
+    modules = [layer.get_submodule(m.module) for layer in lay.layers for m in matrices]
+    with torch.enable_grad(), _capture(modules) as records:
+        embeds = model.get_input_embeddings()(ids).detach().requires_grad_(True)
+        logits = model(inputs_embeds=embeds, use_cache=False).logits
+        losses = response_loss(logits, labels)
+        if len(records) != len(modules):
+            raise RuntimeError(f"captured {len(records)} of {len(modules)} projection matrices")
+        grads_out = torch.autograd.grad(losses.sum(), [records[i][1] for i in range(len(modules))])
+    inputs = [records[i][0].detach() for i in range(len(modules))]
+
+    def stream() -> Iterator[tuple[int, str, Tensor]]:
+        for index, (x, dy) in enumerate(zip(inputs, grads_out)):
+            layer, matrix = divmod(index, len(matrices))
+            spec = matrices[matrix]
+            grad = torch.einsum("bto,bti->boi", dy.float(), x.float())
+            yield from ((layer, name, g) for name, g in zip(spec.names, spec.split(grad)))
+
+    return losses.detach(), stream()
