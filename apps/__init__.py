@@ -1,0 +1,1 @@
+"""Streamlit apps over interp results directories (`interp app`)."""

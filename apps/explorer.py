@@ -1,0 +1,68 @@
+"""The interp explorer: browse every results directory interp writes, poke a model live, start analyses.
+
+Run with `interp app [RESULTS_DIR_OR_ZOO ...]` (or `streamlit run apps/explorer.py -- DIR ...`).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # `streamlit run` puts only apps/ on the path
+    sys.path.insert(0, str(ROOT))
+
+import streamlit as st  # noqa: E402
+
+from apps.views import directions, gradients, induction, knowledge, patching, runner, tuco  # noqa: E402
+from apps.views.common import errors_as_messages, load_results  # noqa: E402
+from apps.views.kinds import find_results, kind_of  # noqa: E402
+
+DIRS_VARIABLE = "INTERP_APP_DIRS"
+PAGES = {"patch": ("Activation patching", patching.render), "truth": ("Truth directions", directions.render),
+         "refusal": ("Refusal directions", directions.render), "knowledge": ("Knowledge maps", knowledge.render),
+         "tuco": ("Tuning contribution (TuCo)", tuco.render), "induction": ("Induction heads", induction.render),
+         "gradients": ("Layer gradients", gradients.render)}
+
+
+def default_roots() -> list[Path]:
+    """$INTERP_APP_DIRS (set by `interp app`), else the script's arguments, else `data/zoo` and the working dir."""
+    listed = os.environ.get(DIRS_VARIABLE)
+    args = [Path(a).expanduser() for a in (listed.split(os.pathsep) if listed else sys.argv[1:]) if a]
+    return args or [p for p in (Path("data/zoo"), Path(".")) if p.is_dir()]
+
+
+def browse() -> None:
+    """Pick a zoo, run or results directory, then the results directory to show, and render its page."""
+    roots_text = st.sidebar.text_area("zoo, run or results directories (one per line)",
+                                      "\n".join(str(p) for p in default_roots()), key="roots")
+    roots = [Path(line.strip()).expanduser() for line in roots_text.splitlines() if line.strip()]
+    missing = [str(p) for p in roots if not p.exists()]
+    if missing:
+        st.sidebar.warning(f"not found: {', '.join(missing)}")
+    found = find_results([p for p in roots if p.exists()] + st.session_state.get("ran", []))
+    if not found:
+        st.info("No results directories found. Run an analysis (sidebar: Run an analysis) or point the app at a "
+                "directory holding results.safetensors and summary.json.")
+        return
+    path = st.sidebar.selectbox("results directory", found, format_func=str, key="results_dir")
+    results = load_results(path)
+    kind = kind_of(results)
+    if kind is None:
+        st.warning(f"{path}: no page knows these results (tensors: {', '.join(sorted(results.tensors)[:12])})")
+        return
+    title, render = PAGES[kind]
+    st.header(title)
+    st.caption(str(path))
+    render(results, found) if kind == "patch" else render(results)
+
+
+def main() -> None:
+    st.set_page_config(page_title="interp explorer", layout="wide")
+    mode = st.sidebar.radio("mode", ["Browse results", "Run an analysis"], key="mode")
+    with errors_as_messages():
+        browse() if mode == "Browse results" else runner.render()
+
+
+main()

@@ -1,0 +1,1 @@
+"""One module per explorer page; each exposes `render(results)` and pure helpers the tests check."""

@@ -1,0 +1,85 @@
+"""Patching page: one site's effect per layer as a heatmap, a checkpoint slider, and differences between two
+checkpoints or two models (results directories with the same sites)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import plotly.graph_objects as go
+import streamlit as st
+from torch import Tensor
+
+from apps.views.common import heatmap, load_results
+from apps.views.kinds import kind_of
+from interp.errors import InterpError
+from interp.results import Results
+from patching.report import _grid as grid
+
+
+def sites(results: Results) -> list[str]:
+    """The patched sites, in the order the sweep ran them."""
+    return [s for s in results.summary.get("sites", []) if s in results.tensors]
+
+
+def checkpoint_labels(results: Results) -> list[str]:
+    """'step 300' per checkpoint (its index when the step is unknown)."""
+    ckpts = results.summary.get("checkpoints", [])
+    return [f"step {c['step']}" if c.get("step") is not None else f"checkpoint {i}" for i, c in enumerate(ckpts)]
+
+
+def site_values(results: Results, site: str, raw: bool) -> Tensor:
+    """[checkpoint, layer, ...] effects of `site`: normalised, or the raw metric."""
+    return results.tensors[f"{site}.raw" if raw else site]
+
+
+def difference(a: Tensor, b: Tensor, what: str) -> Tensor:
+    """a - b for two same-shaped effect grids, with a clear error when they do not line up."""
+    if a.shape != b.shape:
+        raise InterpError(f"cannot subtract {what}: shapes {list(a.shape)} and {list(b.shape)} differ",
+                          fix="compare results of the same site, prompts and model size")
+    return a - b
+
+
+def _figure(values: Tensor, site: str, tokens: Sequence[str], title: str) -> go.Figure:
+    z, rows, cols = grid(values, site, tokens)
+    return heatmap(z, cols, rows, title, "head" if cols[:1] == ["H0"] else "position",
+                   "layer, head" if values.ndim == 3 else "layer")
+
+
+def render(results: Results, others: Sequence[Path]) -> None:
+    """Heatmap of one site at one checkpoint; optionally the difference to another checkpoint or another run."""
+    names = sites(results)
+    if not names:
+        raise InterpError(f"{results.path} lists no patched sites", fix="rerun `interp patch`")
+    labels = checkpoint_labels(results) or [f"checkpoint {i}" for i in range(results.tensors[names[0]].shape[0])]
+    tokens = results.summary.get("prompt_tokens", {}).get("clean", [])
+    s = results.summary
+    st.caption(f"metric {s.get('metric')} ({s.get('direction')}), {s.get('n_prompts')} prompts; "
+               "normalised: 0 = corrupted run, 1 = clean run")
+    left, right = st.columns(2)
+    site = left.selectbox("site", names, key="patch_site")
+    raw = right.toggle("raw metric", key="patch_raw")
+    values = site_values(results, site, raw)
+    label = st.select_slider("checkpoint", labels, value=labels[-1], key="patch_ckpt") if len(labels) > 1 else labels[0]
+    index = labels.index(label)
+    st.plotly_chart(_figure(values[index], site, tokens, f"{site}: {label}"), key="patch_heatmap")
+
+    mode = st.radio("difference", ["none", "two checkpoints", "two models"], horizontal=True, key="patch_mode")
+    if mode == "two checkpoints":
+        other = st.selectbox("minus checkpoint", labels, index=0, key="patch_other_ckpt")
+        diff = difference(values[index], values[labels.index(other)], "checkpoints")
+        st.plotly_chart(_figure(diff, site, tokens, f"{site}: {label} - {other}"), key="patch_diff")
+    elif mode == "two models":
+        candidates = [p for p in others if p != results.path and kind_of(load_results(p)) == "patch"]
+        if not candidates:
+            st.info("No other patching results to compare with: pass more results directories to `interp app`.")
+            return
+        path = st.selectbox("minus results of", candidates, format_func=str, key="patch_other_dir")
+        other = load_results(path)
+        if site not in other.tensors:
+            raise InterpError(f"{path} has no site {site}", fix=f"choose one of {', '.join(sites(other))}")
+        theirs = site_values(other, site, raw)
+        diff = difference(values[index], theirs[min(index, theirs.shape[0] - 1)], "models")
+        st.plotly_chart(_figure(diff, site, tokens, f"{site}: {results.path.name} - {path.name} ({label})"),
+                        key="patch_diff")

@@ -1,0 +1,275 @@
+"""The explorer (apps/explorer.py) under streamlit's AppTest: every page renders real results directories, the
+numbers it plots are the ones on disk, the live TuCo rerun matches `interp tuco`, analyses start from the app,
+errors show as messages, and `interp app` builds the right streamlit command line."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # `apps` is a top-level directory of the checkout, not an installed package
+
+from streamlit.testing.v1 import AppTest  # noqa: E402
+
+from apps.views import runner  # noqa: E402
+from apps.views.kinds import find_results, kind_of  # noqa: E402
+from interp.results import read_results, write_results  # noqa: E402
+from interp.testing import tiny_checkpoint  # noqa: E402
+
+EXPLORER = str(ROOT / "apps" / "explorer.py")
+TASK = [{"clean": "the cat sees the ball", "corrupted": "the dog sees the ball", "answer": " the", "wrong": " a"},
+        {"clean": "my friend likes the moon", "corrupted": "my friend likes a moon", "answer": ".", "wrong": " the"}]
+PROMPTS = ["the cat sees the ball", "my friend likes the moon", "the dog sees a moon"]
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny two-checkpoint run and one results directory per analysis, written by the analyses themselves
+    (truth, refusal and knowledge need the zoo's vocabulary, so theirs hold synthetic tensors of the real layout)."""
+    from interp.commands.induction import run_induction
+    from interp.commands.tuco import run_tuco
+    from interp.dynamics.gradient_pipeline import Condition, Options, compare_conditions
+    from patching.sweep import Settings, run_sweep
+
+    base = tmp_path_factory.mktemp("app")
+    run = base / "run"
+    for seed, step in enumerate((100, 200)):
+        tiny_checkpoint("llama", run / f"step_{step:06d}", seed=seed)
+    results = base / "results"
+    (base / "task.jsonl").write_text("".join(json.dumps(line) + "\n" for line in TASK))
+    run_sweep(run, base / "task.jsonl", results / "patch", Settings(sites=("resid_pre", "z", "z_by_pos")))
+    run_sweep(run / "step_000100", base / "task.jsonl", results / "patch_other", Settings(sites=("resid_pre",)))
+    (base / "prompts.txt").write_text("\n".join(PROMPTS) + "\n")
+    run_tuco(run / "step_000100", run / "step_000200", base / "prompts.txt", results / "tuco", alphas=("0", "1"),
+             max_new_tokens=3)
+    run_induction(run, results / "induction", seq_len=6, batch=2)
+    (base / "grad.jsonl").write_text("".join(json.dumps({"instruction": p, "response": "the ball"}) + "\n"
+                                             for p in PROMPTS))
+    compare_conditions(Condition(run / "step_000100", base / "grad.jsonl", "early"),
+                       Condition(run / "step_000200", base / "grad.jsonl", "late"), results / "gradients",
+                       Options(template="plain"))
+    _synthetic(results)
+    return results
+
+
+def _synthetic(results: Path) -> None:
+    """Truth, refusal and knowledge results with the tensor names and shapes their commands write."""
+    g = torch.Generator().manual_seed(0)
+    layers, d = 3, 8
+    write_results(results / "truth", {"theta_base": torch.randn(layers, d, generator=g),
+                                      "theta_post": torch.randn(layers, d, generator=g),
+                                      "cosine": torch.rand(layers, generator=g),
+                                      "mm_accuracy": torch.rand(2, 2, layers, generator=g),
+                                      "lr_accuracy": torch.rand(2, layers, generator=g),
+                                      "nie": torch.rand(2, 2, 2, generator=g)},
+                  {"method": "truthfulness directions", "probe_layer": 1, "intervene_layers": [0, 1],
+                   "nie": {"base_dir_in_post": {"true_to_false": 0.1, "false_to_true": 0.2}}})
+    write_results(results / "refusal", {"direction_base": torch.randn(layers, d, generator=g),
+                                        "direction_post": torch.randn(layers, d, generator=g),
+                                        "cosine": torch.rand(layers, generator=g),
+                                        "baseline": torch.rand(2, 2, generator=g),
+                                        "ablation": torch.rand(2, 2, generator=g),
+                                        "addition": torch.rand(2, 2, generator=g)},
+                  {"method": "refusal directions", "layer": 1, "pos": -1})
+    maps = {f"map_{k}": torch.randn(layers, 4, generator=g) for k in ("base", "post", "base_to_post", "post_to_base")}
+    write_results(results / "knowledge", maps, {"method": "knowledge storage", "tokens": ["a", "b", "a", "c"],
+                                                "correlations": {"pearson_base_post": 0.5}})
+
+
+def app(root: Path, monkeypatch: pytest.MonkeyPatch, path: Path | None = None) -> AppTest:
+    """The explorer over `root`, showing `path` when given, after checking it ran without an exception."""
+    monkeypatch.setenv("INTERP_APP_DIRS", str(root))
+    at = AppTest.from_file(EXPLORER, default_timeout=120).run()
+    if path is not None:
+        at.sidebar.selectbox(key="results_dir").set_value(path).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def charts(at: AppTest) -> list[dict]:
+    """The plotly figures on the page, as JSON."""
+    return [json.loads(chart.proto.spec) for chart in at.get("plotly_chart")]
+
+
+def stored(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors on disk, read with safetensors directly (the oracle for what the pages plot)."""
+    return load_file(str(path / "results.safetensors"))
+
+
+def test_every_results_directory_is_found_and_recognised(root: Path) -> None:
+    kinds = {p.name: kind_of(read_results(p)) for p in find_results([root])}
+    assert kinds == {"patch": "patch", "patch_other": "patch", "tuco": "tuco", "induction": "induction",
+                     "gradients": "gradients", "a": "gradients", "b": "gradients", "truth": "truth",
+                     "refusal": "refusal", "knowledge": "knowledge"}
+
+
+def test_patching_heatmap_slider_and_differences(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    at = app(root, monkeypatch, root / "patch")
+    assert at.header[0].value == "Activation patching"
+    t = stored(root / "patch")
+    [fig] = charts(at)
+    assert fig["data"][0]["type"] == "heatmap" and fig["layout"]["title"]["text"] == "resid_pre: step 200"
+    torch.testing.assert_close(torch.tensor(fig["data"][0]["z"]), t["resid_pre"][1])
+
+    at.select_slider(key="patch_ckpt").set_value("step 100").run()
+    at.selectbox(key="patch_site").set_value("z")
+    at.toggle(key="patch_raw").set_value(True).run()
+    [fig] = charts(at)
+    assert fig["data"][0]["x"] == ["H0", "H1", "H2", "H3"]
+    torch.testing.assert_close(torch.tensor(fig["data"][0]["z"]), t["z.raw"][0])
+
+    at.selectbox(key="patch_site").set_value("z_by_pos").run()
+    z = torch.tensor(charts(at)[0]["data"][0]["z"])  # [layer, head, pos] shown as (layer head) rows
+    torch.testing.assert_close(z.reshape(t["z_by_pos.raw"][0].shape), t["z_by_pos.raw"][0])
+
+    at.selectbox(key="patch_site").set_value("resid_pre")
+    at.toggle(key="patch_raw").set_value(False).run()
+    at.radio(key="patch_mode").set_value("two checkpoints").run()
+    at.selectbox(key="patch_other_ckpt").set_value("step 200").run()
+    diff = charts(at)[1]["data"][0]
+    torch.testing.assert_close(torch.tensor(diff["z"]), t["resid_pre"][0] - t["resid_pre"][1])
+
+    at.radio(key="patch_mode").set_value("two models").run()
+    at.selectbox(key="patch_other_dir").set_value(root / "patch_other").run()
+    other = stored(root / "patch_other")
+    torch.testing.assert_close(torch.tensor(charts(at)[1]["data"][0]["z"]), t["resid_pre"][0] - other["resid_pre"][0])
+    assert not at.exception and not at.error
+
+
+def test_directions_pages_plot_the_stored_curves(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    at = app(root, monkeypatch, root / "truth")
+    t = stored(root / "truth")
+    cosine, accuracy = charts(at)
+    torch.testing.assert_close(torch.tensor(cosine["data"][0]["y"]), t["cosine"])
+    by_name = {trace["name"]: trace["y"] for trace in accuracy["data"]}
+    torch.testing.assert_close(torch.tensor(by_name["base probe on post"]), t["mm_accuracy"][0, 1])
+    torch.testing.assert_close(torch.tensor(by_name["logistic probe on post"]), t["lr_accuracy"][1])
+
+    at.sidebar.selectbox(key="results_dir").set_value(root / "refusal").run()
+    assert at.header[0].value == "Refusal directions" and not at.exception
+    t = stored(root / "refusal")
+    table = at.dataframe[0].value
+    assert table.loc["post", "ablate base dir, harmful"] == pytest.approx(float(t["ablation"][0, 1]))
+    assert table.loc["base", "add post dir, harmless"] == pytest.approx(float(t["addition"][1, 0]))
+    assert table.loc["post", "no intervention, harmless"] == pytest.approx(float(t["baseline"][1, 1]))
+
+
+def test_knowledge_page(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    at = app(root, monkeypatch, root / "knowledge")
+    at.selectbox(key="knowledge_map").set_value("post_to_base").run()
+    [fig] = charts(at)
+    assert fig["data"][0]["x"] == ["0:a", "1:b", "2:a", "3:c"]
+    torch.testing.assert_close(torch.tensor(fig["data"][0]["z"]), stored(root / "knowledge")["map_post_to_base"])
+
+
+def test_induction_page_curves_per_head(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    at = app(root, monkeypatch, root / "induction")
+    t = stored(root / "induction")
+    heads, icl = charts(at)
+    best = int(t["induction"][-1].flatten().argmax())
+    layer, head = divmod(best, t["induction"].shape[2])
+    assert heads["data"][0]["name"] == f"L{layer}H{head}" and heads["data"][0]["x"] == [100, 200]
+    torch.testing.assert_close(torch.tensor(heads["data"][0]["y"]), t["induction"][:, layer, head])
+    torch.testing.assert_close(torch.tensor(icl["data"][0]["y"]), t["icl_score"])
+
+    at.selectbox(key="ind_score").set_value("previous_token").run()
+    at.multiselect(key="ind_heads").set_value(["L1H2"]).run()
+    [trace] = charts(at)[0]["data"]
+    torch.testing.assert_close(torch.tensor(trace["y"]), t["previous_token"][:, 1, 2])
+
+
+def test_gradients_page_curves_per_projection(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    at = app(root, monkeypatch, root / "gradients")
+    at.selectbox(key="grad_stat").set_value("frobenius").run()
+    t = stored(root / "gradients")
+    by_name = {trace["name"]: trace["y"] for trace in charts(at)[0]["data"]}
+    assert set(by_name) == {f"{side}.{p}" for side in "ab" for p in "qkvo"}
+    torch.testing.assert_close(torch.tensor(by_name["b.v"]), t["b.frobenius.v"])
+    # the single-condition directory (OUT/a) has unprefixed curves
+    at.sidebar.selectbox(key="results_dir").set_value(root / "gradients" / "a").run()
+    by_name = {trace["name"]: trace["y"] for trace in charts(at)[0]["data"]}
+    torch.testing.assert_close(torch.tensor(by_name["q"]), stored(root / "gradients" / "a")["frobenius.q"])
+
+
+def test_tuco_page_table_histogram_and_live_alpha(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    at = app(root, monkeypatch, root / "tuco")
+    t = stored(root / "tuco")
+    table = at.dataframe[0].value
+    assert list(table["prompt"]) == PROMPTS
+    torch.testing.assert_close(torch.tensor(table["tuco"].to_list()), t["tuco"])
+    [hist] = charts(at)
+    torch.testing.assert_close(torch.tensor(hist["data"][0]["x"]), t["tuco"])
+
+    # live: the typed prompt's TuCo equals what `interp tuco` stored for it (computed there in a batch)
+    at.text_input(key="tuco_prompt").input(PROMPTS[1]).run()
+    assert not at.exception and not at.error
+    assert float(at.metric[0].value) == pytest.approx(float(t["tuco"][1]), abs=1e-4)
+    # alpha 1 is exactly the fine-tuned model: the continuation is its own greedy one
+    at.number_input(key="tuco_tokens").set_value(3).run()
+    from interp.loading import load
+
+    ft = load(read_results(root / "tuco").summary["fine_tuned"], backend="native")
+    ids = ft.native().generate(ft.to_tokens([PROMPTS[1]]), 3)[0].tolist()
+    assert at.text_area(key="tuco_continuation").value == ft.tokenizer.decode(ids, skip_special_tokens=True)
+    at.slider(key="tuco_alpha").set_value(0.0).run()
+    assert not at.exception and not at.error and float(at.metric[0].value) == pytest.approx(float(t["tuco"][1]),
+                                                                                            abs=1e-4)
+
+
+def test_start_an_analysis_from_the_app(root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    at = app(root, monkeypatch)
+    at.sidebar.radio(key="mode").set_value("Run an analysis").run()
+    at.selectbox(key="run_kind").set_value("induction").run()
+    out = tmp_path / "fresh"
+    run_dir = read_results(root / "induction").summary["run"]
+    at.text_input(key="run_args_induction").input(f"induction {run_dir} --out {out} --seq-len 5 --batch 2").run()
+    at.button(key="run_go").click().run()
+    assert not at.exception and not at.error, at.error
+    assert "finished" in at.success[0].value
+    assert kind_of(read_results(out)) == "induction"
+    at.sidebar.radio(key="mode").set_value("Browse results").run()
+    assert str(out.resolve()) in at.sidebar.selectbox(key="results_dir").options
+
+
+def test_a_failing_analysis_shows_its_error_line(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    at = app(root, monkeypatch)
+    at.sidebar.radio(key="mode").set_value("Run an analysis").run()
+    at.text_input(key="run_args_patch").input(f"patch {root / 'nowhere'} --task t.jsonl --out {root / 'x'}").run()
+    at.button(key="run_go").click().run()
+    assert not at.exception
+    assert at.error[0].value.startswith("error:") and "nowhere" in at.error[0].value
+
+
+def test_bad_results_show_messages_not_tracebacks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_results(tmp_path / "odd", {"something": torch.zeros(2)}, {})
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "results.safetensors").write_bytes(b"not a safetensors file")
+    (tmp_path / "broken" / "summary.json").write_text("{}")
+    at = app(tmp_path, monkeypatch)  # shows "broken" first
+    assert len(at.error) == 1 and not at.warning
+    at.sidebar.selectbox(key="results_dir").set_value(tmp_path / "odd").run()
+    assert not at.exception and "no page knows these results" in at.warning[0].value
+
+
+def test_tqdm_progress_is_parsed() -> None:
+    lines = list(runner.tqdm_lines(["patching checkpoints:  40%|####  | 2/5\rpatching chec", "kpoints:  60%|#\n"]))
+    assert [runner.progress_of(line) for line in lines] == [("patching checkpoints", 40), ("patching checkpoints", 60)]
+    assert runner.progress_of("no bar here") is None
+
+
+def test_interp_app_command_line(tmp_path: Path) -> None:
+    from interp.commands.app import streamlit_command
+    from interp.errors import InterpError
+
+    cmd = streamlit_command([tmp_path], 8600, "127.0.0.1", True)
+    assert cmd[1:4] == ["-m", "streamlit", "run"] and Path(cmd[4]) == Path(EXPLORER)
+    assert cmd[cmd.index("--server.port") + 1] == "8600" and cmd[cmd.index("--server.headless") + 1] == "true"
+    assert cmd[-2:] == ["--", str(tmp_path.resolve())]
+    with pytest.raises(InterpError, match="no such directory"):
+        streamlit_command([tmp_path / "missing"], 8600, "127.0.0.1", True)
