@@ -35,3 +35,32 @@ def test_readout_equals_torch(kind: str, n: int, d_model: int, k: int) -> None:
     ref = readout_torch(x, w, bias, 1e-5, kind, W_U, b_U)
     # Same arithmetic in another summation order: fp32 rounding only.
     assert torch.allclose(ours, ref, atol=2e-5, rtol=1e-6)
+
+
+@pytest.mark.parametrize("site", ["resid_pre", "z", "mlp_out"])
+def test_engine_triton_backend_equals_torch(tiny_dir, site: str) -> None:
+    """`--backend triton` through the whole engine gives the torch path's sweep (fp32 rounding only)."""
+    from interp.models.native import NativeTransformer
+    from patching import activation_patch, metrics
+
+    nt = NativeTransformer.from_pretrained(tiny_dir("llama"))
+    g = torch.Generator().manual_seed(1)
+    clean = torch.randint(3, 300, (2, 5), generator=g)
+    corrupted = clean.clone()
+    corrupted[:, 1] = torch.randint(3, 300, (2,), generator=g)
+    metric = metrics.LogitDiff(torch.tensor([5, 6]), torch.tensor([7, 8]))
+    ours = activation_patch(nt, clean, corrupted, site=site, metric=metric, backend="triton")
+    ref = activation_patch(nt, clean, corrupted, site=site, metric=metric, backend="torch")
+    assert ours.raw.shape == ref.raw.shape
+    assert torch.allclose(ours.raw, ref.raw, atol=1e-5, rtol=0)
+    assert (ref.raw - ref.corrupted_metric).abs().max() > 1e-3  # the sweep measures something
+
+
+def test_triton_backend_refused_clearly_where_it_cannot_launch(monkeypatch: pytest.MonkeyPatch) -> None:
+    from interp.errors import InterpError
+    from patching import variants
+
+    monkeypatch.setattr(kernels, "available", lambda: False)
+    monkeypatch.setitem(variants._BACKENDS, "triton", kernels._triton_backend)
+    with pytest.raises(InterpError, match="CUDA"):
+        variants.get_backend("triton")

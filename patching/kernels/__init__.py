@@ -11,6 +11,7 @@ import os
 
 from patching.kernels.readout import readout
 from patching.kernels.scatter import build_variants
+from interp.errors import InterpError
 from patching.variants import Backend, register_backend
 
 __all__ = ["available", "build_variants", "readout"]
@@ -26,4 +27,12 @@ def available() -> bool:
     return torch.cuda.is_available() or os.environ.get("TRITON_INTERPRET") == "1"
 
 
-register_backend("triton", Backend("triton", build_variants, readout))
+def _triton_backend() -> Backend:
+    """The Triton backend, or a clear error where Triton cannot launch kernels."""
+    if not available():
+        raise InterpError("the Triton backend needs a CUDA GPU (or TRITON_INTERPRET=1 to debug on CPU)",
+                          fix="use --backend torch, or --backend auto to pick Triton only on CUDA")
+    return Backend("triton", build_variants, readout)
+
+
+register_backend("triton", _triton_backend)
