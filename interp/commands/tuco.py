@@ -1,0 +1,116 @@
+"""`interp tuco BASE FT --prompts FILE`: the Tuning Contribution of each prompt (Nuti et al. 2025) and FTC scaling."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import typer
+
+from interp.cli import app
+from interp.errors import InterpError
+
+DEFAULT_ALPHAS = ("0", "0.25", "0.5", "0.75", "1", "1.25")
+
+
+def parse_alpha(text: str) -> float | list[float]:
+    """`0.5` (every layer) or `1,1,0.5,0.5` (one value per layer)."""
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError as err:
+        raise InterpError(f"--alpha {text!r} is not a number or a comma-separated list of numbers",
+                          fix="write e.g. --alpha 0.5 or --alpha 1,1,0.5,0.5 (one per layer)") from err
+    return values[0] if len(values) == 1 else values
+
+
+def behaviour_test(prefixes: Sequence[str]) -> tuple[Callable[[str], bool], str]:
+    """Whether a continuation shows the behaviour: starts with one of `prefixes`, else the zoo's refusal test."""
+    if prefixes:
+        return (lambda text: text.strip().startswith(tuple(prefixes))), "behaviour rate"
+    from interp.zoo.data import is_refusal
+
+    return is_refusal, "refusal rate"
+
+
+def run_tuco(base: Path, ft: Path, prompts: Path, out: Path, prompts_b: Path | None = None,
+             alphas: Sequence[str] = DEFAULT_ALPHAS, behaviour_prefixes: Sequence[str] = (), max_new_tokens: int = 16,
+             batch_size: int = 16, prepend_bos: bool = False, device: str = "cpu") -> Path:
+    """Compute TuCo for one or two prompt sets, sweep alpha, and write the results directory."""
+    import torch
+
+    from interp.checkpoints import check_compatible
+    from interp.finetuning.prompts import read_prompts
+    from interp.finetuning.tuco import alpha_sweep, auc, check_pair, layer_alphas, tuco_texts
+    from interp.finetuning.tuco_report import alpha_curves, histograms, layer_curves
+    from interp.loading import load
+    from interp.results import write_results
+
+    sets = {"a": read_prompts(prompts)} | ({"b": read_prompts(prompts_b)} if prompts_b is not None else {})
+    names = {"a": prompts.name, "b": prompts_b.name if prompts_b is not None else ""}
+    check_compatible(base, ft)
+    base_model, ft_model = load(base, backend="native", device=device), load(ft, backend="native", device=device)
+    pt, tuned, tokenizer = base_model.native(), ft_model.native(), ft_model.tokenizer
+    check_pair(pt, tuned, (str(base), str(ft)))
+    parsed = [parse_alpha(a) for a in alphas]
+    for value in parsed:
+        layer_alphas(value, tuned.cfg.n_layers)  # fail before the long work
+    shows, behaviour_name = behaviour_test(behaviour_prefixes)
+
+    results, sweeps, tensors = {}, {}, {}
+    for key, texts in sets.items():
+        suffix = "" if key == "a" else "_b"
+        res = tuco_texts(pt, tuned, tokenizer, texts, batch_size, prepend_bos, desc=f"TuCo {names[key]}")
+        sweep = alpha_sweep(pt, tuned, tokenizer, texts, parsed, max_new_tokens, batch_size, prepend_bos)
+        results[key], sweeps[key] = res, sweep
+        rate = torch.tensor([sum(map(shows, conts)) / len(conts) for conts in sweep.continuations])
+        tensors |= {f"tuco{suffix}": res.tuco, f"ptc{suffix}": res.ptc, f"ftc{suffix}": res.ftc,
+                    f"output_co{suffix}": res.output_co, f"behaviour{suffix}": rate, f"kl{suffix}": sweep.kl}
+    tensors["alphas"] = torch.tensor(sweeps["a"].alphas)
+
+    summary = {"method": "TuCo (Nuti, Franzmeyer, Henriques, ICML 2025)", "base": str(base), "fine_tuned": str(ft),
+               "alphas": list(alphas), "behaviour_measure": behaviour_name,
+               "behaviour_prefixes": list(behaviour_prefixes), "max_new_tokens": max_new_tokens,
+               "prepend_bos": prepend_bos}
+    for key, res in results.items():
+        suffix = "" if key == "a" else "_b"
+        summary[f"prompts{suffix}"] = {"file": str(prompts if key == "a" else prompts_b), "n": len(sets[key]),
+                                       "tuco_mean": res.tuco.mean().item(), "tuco_median": res.tuco.median().item(),
+                                       "output_co_mean": res.output_co.mean().item()}
+        summary[f"behaviour{suffix}"] = dict(zip(alphas, tensors[f"behaviour{suffix}"].tolist()))
+        summary[f"examples{suffix}"] = {a: conts[:5] for a, conts in zip(alphas, sweeps[key].continuations)}
+    labelled = {names[k] or k: r for k, r in results.items()}
+    title = f"TuCo: {ft.parent.name}/{ft.name} vs {base.parent.name}/{base.name}"
+    if "b" in results:
+        summary["auc_tuco_a_vs_b"] = auc(results["a"].tuco, results["b"].tuco)
+        summary["auc_output_co_a_vs_b"] = auc(results["a"].output_co, results["b"].output_co)
+        title += f" (AUC {names['a']} > {names['b']}: {summary['auc_tuco_a_vs_b']:.3f})"
+    figures = [histograms(labelled, title), histograms(labelled, "OutputCo (final states only)", output_co=True),
+               *layer_curves(labelled),
+               *alpha_curves(list(alphas), {names[k] or k: tensors["behaviour" + ("" if k == "a" else "_b")]
+                                            for k in results},
+                             {names[k] or k: sweeps[k].kl for k in results}, behaviour_name)]
+    return write_results(out, tensors, summary, figures, title=title)
+
+
+@app.command()
+def tuco(
+    base: Path = typer.Argument(..., help="Pre-trained checkpoint directory."),
+    ft: Path = typer.Argument(..., help="Fine-tuned checkpoint directory (same architecture)."),
+    prompts: Path = typer.Option(..., "--prompts", help='Prompts: JSONL of {"prompt": str}, or one per line.'),
+    out: Path = typer.Option(..., "--out", help="Results directory to write."),
+    prompts_b: Optional[Path] = typer.Option(None, "--prompts-b", help="A second prompt set (AUC against the first)."),
+    alpha: Optional[list[str]] = typer.Option(
+        None, "--alpha", help="FTC scale to sweep (repeatable): a number, or one per layer as 1,1,0.5,0.5. "
+                              f"Default: {' '.join(DEFAULT_ALPHAS)}."),
+    behaviour_prefix: Optional[list[str]] = typer.Option(
+        None, "--behaviour-prefix", help="A continuation starting with this shows the behaviour (repeatable); "
+                                         "default: the zoo's refusal test."),
+    max_new_tokens: int = typer.Option(16, help="Greedy tokens generated per prompt and alpha."),
+    batch_size: int = typer.Option(16, help="Prompts per batch."),
+    prepend_bos: bool = typer.Option(False, help="Prepend the tokenizer's BOS token to every prompt."),
+    device: str = typer.Option("cpu", help="torch device, e.g. cpu or cuda."),
+) -> None:
+    """Tuning Contribution of each prompt (fine-tuning's share of the last token's residual update) and FTC scaling."""
+    path = run_tuco(base, ft, prompts, out, prompts_b, alpha or DEFAULT_ALPHAS, behaviour_prefix or (),
+                    max_new_tokens, batch_size, prepend_bos, device)
+    typer.echo(f"wrote {path}")

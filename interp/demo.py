@@ -1,0 +1,84 @@
+"""`make demo`: build the embedded zoo if needed, run every analysis on it, print the headline numbers.
+
+Each step is the `interp` command a user would type (run in a subprocess, so the demo exercises the real CLI);
+every step writes a results directory under `out/demo/` that `interp app out/demo` browses.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from interp.checkpoints import discover
+
+ZOO = Path("data/zoo")
+OUT = Path("out/demo")
+
+
+def interp(*args: str | Path) -> None:
+    """Run one `interp` command, echoing it first, and stop the demo if it fails."""
+    argv = [str(a) for a in args]
+    print(f"\n$ interp {' '.join(argv)}", flush=True)
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "interp.cli", *argv])
+    if done.returncode != 0:
+        sys.exit(done.returncode)
+    print(f"  ({time.perf_counter() - started:.0f} s)", flush=True)
+
+
+def summary(name: str) -> dict:
+    """The summary.json a step wrote."""
+    return json.loads((OUT / name / "summary.json").read_text())
+
+
+def write_inputs(inputs: Path) -> dict[str, Path]:
+    """Prompt and data files for the analyses, from the zoo's own held-out splits."""
+    from interp.dynamics.gradient_data import write_pairs
+    from interp.zoo import data
+
+    inputs.mkdir(parents=True, exist_ok=True)
+    harmful, harmless = data.refusal_requests("test")
+    files = {
+        "chat": inputs / "chat_requests.jsonl",
+        "text": inputs / "pretraining_text.jsonl",
+        "fast": inputs / "arithmetic_fast.jsonl",
+        "slow": inputs / "arithmetic_slow.jsonl",
+    }
+    requests = [data.chat_prompt(r) for r in (harmful[:40] + harmless[:40])]
+    files["chat"].write_text("".join(json.dumps({"prompt": p}) + "\n" for p in requests))
+    files["text"].write_text("".join(json.dumps({"prompt": p}) + "\n" for p in data.pretraining_text(80, seed=1)))
+    write_pairs(data.arithmetic("test", "fast")[:100], files["fast"])
+    write_pairs(data.arithmetic("test", "slow")[:100], files["slow"])
+    return files
+
+
+def main() -> None:
+    if not (ZOO / "manifest.json").is_file():
+        interp("zoo", "build", "--out", ZOO)
+    interp("zoo", "list", ZOO)
+    base_last, chat_last = discover(ZOO / "base")[-1].path, discover(ZOO / "chat")[-1].path
+    files = write_inputs(OUT / "inputs")
+
+    interp("patch", ZOO / "base", "--task", "data/tasks/facts.jsonl", "--out", OUT / "patch-base-facts")
+    interp("patch", ZOO / "chat", "--source", base_last, "--task", "data/tasks/refusal_cmap.jsonl",
+           "--out", OUT / "patch-base-into-chat")
+    interp("directions", "truth", base_last, chat_last, "--out", OUT / "truth")
+    interp("directions", "refusal", base_last, chat_last, "--out", OUT / "refusal")
+    interp("knowledge", base_last, chat_last, "--out", OUT / "knowledge")
+    interp("tuco", base_last, chat_last, "--prompts", files["chat"], "--prompts-b", files["text"],
+           "--out", OUT / "tuco")
+    interp("induction", "scores", ZOO / "base", "--out", OUT / "induction")
+    interp("gradients", chat_last, "--data", files["fast"], "--data-b", files["slow"], "--label-a", "fast",
+           "--label-b", "slow", "--out", OUT / "gradients")
+
+    print("\n== interp demo: where to look ==")
+    for name in sorted(p.name for p in OUT.iterdir() if (p / "report.html").is_file()):
+        print(f"  {OUT / name / 'report.html'}")
+    print(f"\nBrowse everything: interp app {OUT}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,52 @@
+"""Prompt files for the base-vs-fine-tuned analyses: JSONL of `{"prompt": str}`, or plain text with one prompt a line.
+
+JSONL is the form to use for prompts that contain newlines (chat templates); plain text is for quick lists.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Iterable
+
+from interp.errors import InterpError
+
+_FORMAT_FIX = 'write one JSON object {"prompt": "..."} per line, or plain text with one prompt per line'
+
+
+def read_prompts(path: str | Path) -> list[str]:
+    """The prompts in `path`: JSONL when the file ends in .jsonl/.json or its first line starts with `{`."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise InterpError(f"prompt file {path} does not exist", fix="check the path")
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as err:
+        raise InterpError(f"prompt file {path} is not UTF-8 text ({err})", fix=_FORMAT_FIX) from err
+    numbered = [(n, line) for n, line in enumerate(lines, start=1) if line.strip()]
+    if not numbered:
+        raise InterpError(f"prompt file {path} holds no prompts", fix=_FORMAT_FIX)
+    is_jsonl = path.suffix in (".jsonl", ".json") or numbered[0][1].lstrip().startswith("{")
+    prompts = [_json_prompt(path, n, line) for n, line in numbered] if is_jsonl else [line for _, line in numbered]
+    return prompts
+
+
+def _json_prompt(path: Path, line_no: int, line: str) -> str:
+    """The `prompt` field of one JSONL line, or an error naming the file and line."""
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as err:
+        raise InterpError(f"{path}:{line_no} is not valid JSON ({err.msg})", fix=_FORMAT_FIX) from err
+    if not isinstance(record, dict) or not isinstance(record.get("prompt"), str):
+        raise InterpError(f'{path}:{line_no} has no string "prompt" field', fix=_FORMAT_FIX)
+    if not record["prompt"]:
+        raise InterpError(f"{path}:{line_no} has an empty prompt", fix="remove the line or give it text")
+    return record["prompt"]
+
+
+def write_prompts(path: str | Path, prompts: Iterable[str]) -> Path:
+    """Write prompts as JSONL (the form `read_prompts` reads back exactly, newlines included)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in prompts), encoding="utf-8")
+    return path
