@@ -1,0 +1,9 @@
+"""Linear directions in the residual stream: difference-in-means and logistic probes per layer (`directions`),
+activations at chosen hooks and positions (`activations`), steering and directional ablation hooks (`steering`),
+and loaders for true/false statements and refusal instructions (`datasets`)."""
+
+from probes.directions import LinearProbe, cosine, diff_in_means, logistic_probe, mass_mean_probe, unit
+from probes.steering import ablate_hooks, add_hooks, project_out
+
+__all__ = ["LinearProbe", "ablate_hooks", "add_hooks", "cosine", "diff_in_means", "logistic_probe", "mass_mean_probe",
+           "project_out", "unit"]

@@ -1,0 +1,156 @@
+"""Where knowledge is stored, before and after post-training: patching maps (Du et al. 2025, section 1.1).
+
+Pairs: each true statement with a false one ending in the same word and of the same token length, so the two
+prompts differ only at the subject. Prompts: few-shot lines + statement + " This statement is:" (the same shuffled
+shots for both members of a pair). For every layer and every position of the last `n_tokens` (statement + suffix),
+the true run's residual stream after that block (resid_post) replaces the false run's at that one (layer, position),
+and the map records logit(" TRUE") - logit(" FALSE") at the last position, averaged over pairs. Maps within each
+model and across models (source model's true-run activations patched into the target's false run), their Pearson
+correlations raw and after Du's `normalize` (20 equal bins over the value range; the lower 10 bins -> 0, the upper
+ones -> 0.1 ... 1.0). Deviation: pairs are kept when their statements have the most common token length (the
+reference filters by a fixed token template instead), which gives every map the same columns.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from interp.errors import InterpError
+from interp.finetuning.truth import SUFFIX, few_shot_lines, label_ids, truth_query
+from interp.models.hooked import HookedModel
+from probes.activations import encode
+from probes.datasets import Statement
+
+ROLES = ("base", "post")
+MAPS = (("base", "base"), ("post", "post"), ("base", "post"), ("post", "base"))  # (source, target)
+
+
+def map_name(source: str, target: str) -> str:
+    """"base", "post", or "base_to_post" for a cross-model map."""
+    return source if source == target else f"{source}_to_{target}"
+
+
+def pair_statements(statements: Sequence[Statement], tokenizer: Any, max_pairs: int | None = None, seed: int = 0
+                    ) -> list[tuple[Statement, Statement]]:
+    """(true, false) pairs with the same last word and the same token length, each statement used once, shuffled."""
+    def key(s: Statement) -> tuple[str, int]:
+        return s.text.split()[-1], len(encode(tokenizer, s.text))
+
+    false_by_key: dict[tuple[str, int], list[Statement]] = defaultdict(list)
+    for s in statements:
+        if not s.label:
+            false_by_key[key(s)].append(s)
+    pairs = [(s, false_by_key[key(s)].pop(0)) for s in statements if s.label and false_by_key.get(key(s))]
+    if not pairs:
+        raise InterpError("no true statement has a false partner with the same last word and token length",
+                          fix="use a dataset of paired statements such as Geometry-of-Truth cities.csv")
+    random.Random(seed).shuffle(pairs)
+    return pairs[:max_pairs] if max_pairs is not None else pairs
+
+
+def paired_prompts(pairs: Sequence[tuple[Statement, Statement]], shots: Sequence[str], tokenizer: Any, seed: int,
+                   max_pairs: int | None = None) -> tuple[Tensor, Tensor]:
+    """Token ids of (true, false) few-shot prompts, keeping pairs of equal length at the most common length."""
+    encoded = [tuple(encode(tokenizer, truth_query(s.text, shots, seed + i)) for s in pair)
+               for i, pair in enumerate(pairs)]
+    encoded = [(t, f) for t, f in encoded if len(t) == len(f)]
+    if not encoded:
+        raise InterpError("no pair of true and false prompts has equal token length",
+                          fix="pair statements that differ only in their subject")
+    modal = Counter(len(t) for t, _ in encoded).most_common(1)[0][0]
+    kept = [p for p in encoded if len(p[0]) == modal][:max_pairs]
+    return torch.tensor([t for t, _ in kept]), torch.tensor([f for _, f in kept])
+
+
+def normalize(values: Float[Tensor, "..."]) -> Float[Tensor, "..."]:
+    """Du et al.'s `normalize`: 20 equal-width bins over [min, max]; bins 1-10 -> 0, bins 11-20 -> 0.1 ... 1.0."""
+    flat = values.flatten().double()
+    edges = torch.linspace(float(flat.min()) - 1e-5, float(flat.max()) + 1e-5, 21, dtype=torch.float64)
+    index = torch.bucketize(flat, edges, right=True)  # == numpy.digitize(values, edges)
+    levels = torch.cat((torch.zeros(10, dtype=torch.float64), torch.linspace(0.1, 1.0, 10, dtype=torch.float64)))
+    return levels[index - 1].reshape(values.shape).to(values.dtype)
+
+
+def pearson(a: Tensor, b: Tensor) -> float:
+    """Pearson correlation of two equally shaped maps, flattened."""
+    x, y = a.flatten().double(), b.flatten().double()
+    x, y = x - x.mean(), y - y.mean()
+    return float((x @ y) / (x.norm() * y.norm()).clamp_min(1e-300))
+
+
+@dataclass
+class KnowledgeResult:
+    """Patching maps `[layer, position]` over the last `len(tokens)` positions, keyed by `map_name`."""
+
+    maps: dict[str, Float[Tensor, "layer pos"]]
+    clean: dict[str, float]  # logit difference of the unpatched true run of each model
+    corrupted: dict[str, float]  # ... and of the unpatched false run
+    tokens: list[str]  # the first pair's true-statement tokens (axis labels)
+    subject_positions: list[int]  # columns where some pair's true and false tokens differ
+    n_pairs: int
+    correlations: dict[str, float] = field(default_factory=dict)
+
+    def tensors(self) -> dict[str, Tensor]:
+        return {f"map_{k}": v for k, v in self.maps.items()}
+
+    def summary(self) -> dict[str, Any]:
+        return {"tokens": self.tokens, "subject_positions": self.subject_positions, "n_pairs": self.n_pairs,
+                "clean_logit_diff": self.clean, "corrupted_logit_diff": self.corrupted,
+                "correlations": self.correlations}
+
+
+def correlations(maps: Mapping[str, Tensor], subject_positions: Sequence[int]) -> dict[str, float]:
+    """Pearson r of base vs post maps (raw and normalised) and of each cross map with its target's own map."""
+    base, post = maps["base"], maps["post"]
+    out = {"pearson_base_post": pearson(base, post),
+           "pearson_base_post_normalized": pearson(normalize(base), normalize(post)),
+           "max_abs_diff_normalized": float((normalize(base) - normalize(post)).abs().max())}
+    if subject_positions:
+        cols = list(subject_positions)
+        out["max_abs_diff_normalized_subject"] = float((normalize(base) - normalize(post))[:, cols].abs().max())
+    for source, target in MAPS:
+        if source != target:
+            out[f"pearson_{source}_to_{target}_vs_{target}"] = pearson(maps[map_name(source, target)], maps[target])
+    return out
+
+
+def knowledge_maps(
+    models: Mapping[str, HookedModel],
+    pairs: Sequence[tuple[Statement, Statement]],
+    shots: Sequence[str],
+    n_pairs: int | None = 64,
+    n_tokens: int | None = None,
+    seed: int = 0,
+    backend: str = "torch",
+) -> KnowledgeResult:
+    """The four patching maps (base, post, base->post, post->base) and their correlations.
+
+    `pairs` from `pair_statements` (or a dataset's own pairs), `shots` from `truth.few_shot_lines`; `n_tokens` (the
+    map's columns) defaults to the statement and the suffix.
+    """
+    from patching import activation_patch, metrics
+
+    tok = models["base"].tokenizer
+    true_ids, false_ids = paired_prompts(pairs, shots, tok, seed, n_pairs)
+    width = true_ids.shape[1]
+    n_tokens = min(width, n_tokens or width - len(encode(tok, truth_query("", shots, seed)[: -len(SUFFIX)])))
+    t, f = label_ids(tok)
+    metric = metrics.LogitDiff(torch.full((len(true_ids),), t), torch.full((len(true_ids),), f))
+    maps, clean, corrupted = {}, {}, {}
+    for source, target in MAPS:
+        res = activation_patch(models[target], true_ids, false_ids, site="resid_post", metric=metric,
+                               source=None if source == target else models[source], backend=backend)
+        maps[map_name(source, target)] = res.raw[:, -n_tokens:].float().cpu()
+        if source == target:
+            clean[target], corrupted[target] = res.clean_metric, res.corrupted_metric
+    diff = (true_ids != false_ids)[:, -n_tokens:].any(0)
+    subject = [int(i) for i in torch.nonzero(diff).flatten()]
+    labels = [tok.decode([i]) for i in true_ids[0, -n_tokens:].tolist()]
+    return KnowledgeResult(maps, clean, corrupted, labels, subject, len(true_ids), correlations(maps, subject))

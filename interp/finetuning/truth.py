@@ -1,0 +1,208 @@
+"""Truthfulness directions of a base and a post-trained model and their transfer (Du et al. 2025, section 1.2).
+
+Per layer: the mass-mean direction theta = mean(true) - mean(false) of the residual stream (`hook`, default
+resid_post = Du's block output) at the last token of the bare statement, activations centred per dataset (the
+held-out set with its own mean, as in the reference). Held-out accuracy of each model's MMProbe on both models'
+activations, a logistic probe per layer, and cos(theta_base, theta_post) per layer.
+
+Steering (Du's `interventions.py`): v = theta at `probe_layer` is subtracted from true and added to false statements
+at the last two statement tokens, at `hook` of `intervene_layers` (the directions' own site), inside few-shot
+prompts ending in " This statement is:". PD = P(" TRUE") - P(" FALSE") at the last position;
+NIE_T->F = (PD_int - PD)/(-1 - PD), NIE_F->T = (PD_int - PD)/(1 - PD). Four conditions: each model steered with its
+own and with the other's direction.
+Deviations: few-shot examples are drawn from the training statements (the reference ships fixed ones per dataset);
+`probe_layer` defaults to the layer where both models' probes fit the training statements best (the reference
+hand-picks one per model family).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from interp.errors import InterpError
+from interp.models.hooked import HookedModel
+from probes.activations import collect, encode, last_logits, pad_id_of
+from probes.datasets import Statement
+from probes.directions import LinearProbe, center_by_group, cosine, logistic_probe, mass_mean_probe
+from probes.steering import Hook, add_hooks, site_names
+
+ROLES = ("base", "post")
+SUFFIX = " This statement is:"
+LABEL_WORDS = (" TRUE", " FALSE")
+
+
+def label_ids(tokenizer: Any) -> tuple[int, int]:
+    """Ids of " TRUE" and " FALSE" (the last token of each, as the reference does)."""
+    ids = []
+    for word in LABEL_WORDS:
+        seq = tokenizer(word, add_special_tokens=False)["input_ids"]
+        if not seq or seq[-1] == getattr(tokenizer, "unk_token_id", None):
+            raise InterpError(f"the tokenizer has no token for {word.strip()!r}",
+                              fix="use a model whose vocabulary contains TRUE and FALSE")
+        ids.append(seq[-1])
+    if ids[0] == ids[1]:
+        raise InterpError("' TRUE' and ' FALSE' end in the same token", fix="use a model with a real vocabulary")
+    return ids[0], ids[1]
+
+
+def few_shot_lines(train: Sequence[Statement], n_shots: int = 4, seed: int = 0) -> list[str]:
+    """`n_shots` labelled lines "<statement> This statement is: TRUE/FALSE", half true and half false."""
+    rng = random.Random(seed)
+    true = [s for s in train if s.label]
+    false = [s for s in train if not s.label]
+    picked = rng.sample(true, min(len(true), (n_shots + 1) // 2)) + rng.sample(false, min(len(false), n_shots // 2))
+    return [f"{s.text}{SUFFIX}{LABEL_WORDS[0] if s.label else LABEL_WORDS[1]}" for s in picked]
+
+
+def truth_query(statement: str, shots: Sequence[str], seed: int) -> str:
+    """The few-shot lines, shuffled with `seed`, then the statement and " This statement is:"."""
+    lines = list(shots)
+    random.Random(seed).shuffle(lines)
+    return "\n".join(lines) + "\n" + statement + SUFFIX
+
+
+def suffix_length(tokenizer: Any, queries: Sequence[str]) -> int:
+    """How many tokens " This statement is:" takes at the end of every query (the same for all, or an error)."""
+    lengths = {len(encode(tokenizer, q)) - len(encode(tokenizer, q[: -len(SUFFIX)])) for q in queries}
+    if len(lengths) != 1:
+        raise InterpError(f"' This statement is:' tokenises differently across prompts ({sorted(lengths)})",
+                          fix="use statements ending in a separate token such as '.'")
+    return lengths.pop()
+
+
+def statement_acts(model: HookedModel, statements: Sequence[Statement], hook: str = "resid_post", pos: int = -1,
+                   batch_size: int = 32) -> Float[Tensor, "layer n d_model"]:
+    """Activations at `blocks.{l}.hook_{hook}`, token `pos` (from the end) of each bare statement, centred per
+    source dataset."""
+    nt = model.native()
+    names = site_names(range(nt.cfg.n_layers), [hook], nt.cfg.parallel_attn_mlp)
+    ids = [encode(model.tokenizer, s.text) for s in statements]
+    acts = collect(nt, ids, names, (pos,), pad_id_of(model.tokenizer), batch_size, desc=f"acts {hook}")[:, :, 0]
+    sources = sorted({s.source for s in statements})
+    groups = torch.tensor([sources.index(s.source) for s in statements])
+    return center_by_group(acts, groups)
+
+
+def probability_difference(model: HookedModel, queries: Sequence[str], hooks: Sequence[Hook] = (),
+                           batch_size: int = 32) -> Float[Tensor, "n"]:
+    """P(" TRUE") - P(" FALSE") at the last position of each query, softmax over the full vocabulary."""
+    t, f = label_ids(model.tokenizer)
+    nt = model.native()
+    ids = [encode(model.tokenizer, q) for q in queries]
+    with nt.hooks(list(hooks)):
+        probs = last_logits(nt, ids, pad_id_of(model.tokenizer), batch_size).softmax(-1)
+    return probs[:, t] - probs[:, f]
+
+
+def nie(pd_int: Float[Tensor, "..."], pd_base: Float[Tensor, "..."], target: float) -> Float[Tensor, "..."]:
+    """Du et al.'s normalised indirect effect: (PD_int - PD_base) / (target - PD_base), target -1 (T->F) or +1."""
+    return (pd_int - pd_base) / (target - pd_base)
+
+
+@dataclass
+class TruthResult:
+    """Everything `truth_directions` measures; `[a, b]` axes index ROLES (direction owner, then model)."""
+
+    hook: str
+    theta: dict[str, Float[Tensor, "layer d_model"]]
+    cosine: Float[Tensor, "layer"]
+    mm_accuracy: Float[Tensor, "owner model layer"]
+    lr_accuracy: Float[Tensor, "model layer"]
+    probe_layer: int
+    intervene_layers: list[int]
+    pd_clean: Float[Tensor, "model label"]  # label 0 = true statements, 1 = false statements
+    pd_steered: Float[Tensor, "owner model label"]
+    nie: Float[Tensor, "owner model label"]  # label 0 = true->false, 1 = false->true
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def tensors(self) -> dict[str, Tensor]:
+        return {"theta_base": self.theta["base"], "theta_post": self.theta["post"], "cosine": self.cosine,
+                "mm_accuracy": self.mm_accuracy, "lr_accuracy": self.lr_accuracy, "pd_clean": self.pd_clean,
+                "pd_steered": self.pd_steered, "nie": self.nie}
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-ready headline numbers (NIE keys are "<direction>_dir_in_<model>")."""
+        p = self.probe_layer
+        nies = {f"{o}_dir_in_{m}": {"true_to_false": float(self.nie[i, j, 0]),
+                                    "false_to_true": float(self.nie[i, j, 1]),
+                                    "average": float(self.nie[i, j].mean())}
+                for i, o in enumerate(ROLES) for j, m in enumerate(ROLES)}
+        return {"hook": self.hook, "probe_layer": p, "intervene_layers": self.intervene_layers,
+                "cosine_per_layer": [round(float(c), 4) for c in self.cosine],
+                "cosine_at_probe_layer": float(self.cosine[p]),
+                "probe_accuracy_at_probe_layer": {f"{o}_probe_on_{m}": float(self.mm_accuracy[i, j, p])
+                                                  for i, o in enumerate(ROLES) for j, m in enumerate(ROLES)},
+                "pd_clean": {m: {"true": float(self.pd_clean[j, 0]), "false": float(self.pd_clean[j, 1])}
+                             for j, m in enumerate(ROLES)},
+                "nie": nies, "counts": self.counts}
+
+
+def truth_directions(
+    models: Mapping[str, HookedModel],
+    train: Sequence[Statement],
+    test: Sequence[Statement],
+    hook: str = "resid_post",
+    pos: int = -1,
+    probe_layer: int | None = None,
+    intervene_layers: Sequence[int] | None = None,
+    coeff: float = 1.0,
+    n_shots: int = 4,
+    n_steer: int | None = 200,
+    seed: int = 0,
+    batch_size: int = 32,
+) -> TruthResult:
+    """Directions, probes, cosines and the four steering NIEs for `models = {"base": ..., "post": ...}`.
+
+    Directions are read at `blocks.{l}.hook_{hook}`, token `pos` from the end of each bare statement.
+    `intervene_layers` defaults to the probe layer and the L/8 layers before it (Du: 8..12 of 32);
+    `n_steer` caps the held-out statements used for steering (None = all).
+    """
+    labels = {"train": torch.tensor([s.label for s in train]), "test": torch.tensor([s.label for s in test])}
+    acts = {m: {split: statement_acts(models[m], data, hook, pos, batch_size)
+                for split, data in (("train", train), ("test", test))} for m in ROLES}
+    probes: dict[str, LinearProbe] = {}
+    theta: dict[str, Tensor] = {}
+    for m in ROLES:
+        probes[m], theta[m] = mass_mean_probe(acts[m]["train"], labels["train"])
+    mm_acc = torch.stack([torch.stack([probes[o].accuracy(acts[m]["test"], labels["test"]) for m in ROLES])
+                          for o in ROLES])
+    lr_acc = torch.stack([logistic_probe(acts[m]["train"], labels["train"]).accuracy(acts[m]["test"], labels["test"])
+                          for m in ROLES])
+    n_layers = theta["base"].shape[0]
+    if probe_layer is None:  # chosen on training accuracy, so the held-out numbers stay held out
+        train_acc = torch.stack([probes[m].accuracy(acts[m]["train"], labels["train"]) for m in ROLES])
+        probe_layer = int(train_acc.mean(0).argmax())
+    if intervene_layers is None:
+        intervene_layers = list(range(max(0, probe_layer - n_layers // 8), probe_layer + 1))
+
+    shots = few_shot_lines(train, n_shots, seed)
+    steer = list(test if n_steer is None else random.Random(seed).sample(list(test), min(n_steer, len(test))))
+    by_label = [[s for s in steer if s.label], [s for s in steer if not s.label]]
+    if not all(by_label):
+        raise InterpError("the held-out statements need both true and false ones for steering",
+                          fix="pass a held-out set with both labels")
+    queries = [[truth_query(s.text, shots, seed + i) for i, s in enumerate(group)] for group in by_label]
+    pd_clean = torch.zeros(2, 2)
+    pd_steered = torch.zeros(2, 2, 2)
+    for j, m in enumerate(ROLES):
+        model = models[m]
+        n_suffix = suffix_length(model.tokenizer, queries[0] + queries[1])
+        positions = (-(n_suffix + 2), -(n_suffix + 1))  # last statement word and the final "." (Du's two states)
+        for k in range(2):
+            pd_clean[j, k] = probability_difference(model, queries[k], (), batch_size).mean()
+        for i, o in enumerate(ROLES):
+            v = theta[o][probe_layer]
+            for k, sign in ((0, -1.0), (1, 1.0)):  # subtract from true statements, add to false ones
+                hooks = add_hooks(v, intervene_layers, sign * coeff, (hook,), positions)
+                pd_steered[i, j, k] = probability_difference(model, queries[k], hooks, batch_size).mean()
+    effects = torch.stack([nie(pd_steered[..., 0], pd_clean[:, 0], -1.0), nie(pd_steered[..., 1], pd_clean[:, 1], 1.0)],
+                          dim=-1)
+    counts = {"train": len(train), "test": len(test), "steer_true": len(by_label[0]), "steer_false": len(by_label[1])}
+    return TruthResult(hook, theta, cosine(theta["base"], theta["post"]), mm_acc, lr_acc, probe_layer,
+                       list(intervene_layers), pd_clean, pd_steered, effects, counts)
