@@ -78,22 +78,31 @@ def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, default=str) + "\n").encode())
 
 
+ANALYSES = ("patch", "truth", "refusal", "knowledge", "tuco", "induction", "gradients")
+
+
 def write_results(
     out_dir: str | Path,
     tensors: dict[str, torch.Tensor],
     summary: dict[str, Any],
     figures: Iterable[Any] = (),
     title: str = "interp report",
+    *,
+    analysis: str,
 ) -> Path:
     """Write a complete results directory and return its path.
 
-    `summary` gets `interp_version`-style provenance added (`versions`, `created`) unless already present.
+    `analysis` (one of `ANALYSES`) is recorded in the summary so the app knows which page shows it; provenance
+    (`versions`, `created`) is added too.
     `figures` are plotly figures, stacked in `report.html` (plotly.js inlined once, so it opens offline).
     """
+    if analysis not in ANALYSES:
+        raise ValueError(f"unknown analysis {analysis!r}; expected one of {ANALYSES}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     atomic_save_tensors(out / TENSORS_FILE, tensors)
-    full = {"versions": package_versions(), "created": datetime.now(timezone.utc).isoformat(), **summary}
+    full = {"analysis": analysis, "versions": package_versions(), "created": datetime.now(timezone.utc).isoformat(),
+            **summary}
     atomic_write_json(out / SUMMARY_FILE, full)
     atomic_write_bytes(out / REPORT_FILE, render_report(list(figures), title).encode())
     return out

@@ -151,7 +151,8 @@ def run_sweep(target: Path, task_path: Path, out_dir: Path, settings: Settings, 
     tokens = first.to_str_tokens(task.clean[0])
     figures = [site_heatmap(s, tensors[s], labels, tokens) for s in settings.sites]
     figures.append(top_components({s: tensors[s] for s in settings.sites}, [c.step for c, _ in pairs]))
-    return write_results(out_dir, tensors, summary, figures, title=f"Activation patching: {Path(task_path).name}")
+    return write_results(out_dir, tensors, summary, figures, title=f"Activation patching: {Path(task_path).name}",
+                         analysis="patch")
 
 
 def _assemble(per_ckpt: list[dict[str, Tensor]], sites: Sequence[str]) -> dict[str, Tensor]:

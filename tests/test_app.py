@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # `apps` is a top-level directory of the checkout, not an installed package
@@ -69,17 +69,17 @@ def _synthetic(results: Path) -> None:
                                       "lr_accuracy": torch.rand(2, layers, generator=g),
                                       "nie": torch.rand(2, 2, 2, generator=g)},
                   {"method": "truthfulness directions", "probe_layer": 1, "intervene_layers": [0, 1],
-                   "nie": {"base_dir_in_post": {"true_to_false": 0.1, "false_to_true": 0.2}}})
+                   "nie": {"base_dir_in_post": {"true_to_false": 0.1, "false_to_true": 0.2}}}, analysis="truth")
     write_results(results / "refusal", {"direction_base": torch.randn(layers, d, generator=g),
                                         "direction_post": torch.randn(layers, d, generator=g),
                                         "cosine": torch.rand(layers, generator=g),
                                         "baseline": torch.rand(2, 2, generator=g),
                                         "ablation": torch.rand(2, 2, generator=g),
                                         "addition": torch.rand(2, 2, generator=g)},
-                  {"method": "refusal directions", "layer": 1, "pos": -1})
+                  {"method": "refusal directions", "layer": 1, "pos": -1}, analysis="refusal")
     maps = {f"map_{k}": torch.randn(layers, 4, generator=g) for k in ("base", "post", "base_to_post", "post_to_base")}
     write_results(results / "knowledge", maps, {"method": "knowledge storage", "tokens": ["a", "b", "a", "c"],
-                                                "correlations": {"pearson_base_post": 0.5}})
+                                                "correlations": {"pearson_base_post": 0.5}}, analysis="knowledge")
 
 
 def app(root: Path, monkeypatch: pytest.MonkeyPatch, path: Path | None = None) -> AppTest:
@@ -247,7 +247,9 @@ def test_a_failing_analysis_shows_its_error_line(root: Path, monkeypatch: pytest
 
 
 def test_bad_results_show_messages_not_tracebacks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    write_results(tmp_path / "odd", {"something": torch.zeros(2)}, {})
+    (tmp_path / "odd").mkdir()  # written by some other tool: no "analysis" in its summary
+    save_file({"something": torch.zeros(2)}, str(tmp_path / "odd" / "results.safetensors"))
+    (tmp_path / "odd" / "summary.json").write_text("{}")
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "results.safetensors").write_bytes(b"not a safetensors file")
     (tmp_path / "broken" / "summary.json").write_text("{}")

@@ -4,30 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from interp.results import SUMMARY_FILE, TENSORS_FILE, Results
-
-# Tensor names only one analysis writes (checked in order): how a results directory is recognised when its
-# summary carries no "analysis" field.
-SIGNATURES: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("patch", ("clean_metric", "corrupted_metric")),
-    ("tuco", ("tuco", "ptc", "ftc")),
-    ("induction", ("induction", "previous_token", "icl_score")),
-    ("truth", ("theta_base", "mm_accuracy", "cosine")),
-    ("refusal", ("direction_base", "cosine", "ablation")),
-    ("knowledge", ("map_base", "map_post")),
-    ("gradients", ("nuclear.q",)),
-    ("gradients", ("a.nuclear.q", "b.nuclear.q")),
-)
-KINDS = ("patch", "truth", "refusal", "knowledge", "tuco", "induction", "gradients")
+from interp.results import ANALYSES, SUMMARY_FILE, TENSORS_FILE, Results
 
 
 def kind_of(results: Results) -> str | None:
-    """The analysis behind `results`: the summary's "analysis" field, else the first matching tensor signature."""
+    """The analysis behind `results`, as `write_results` recorded it; None for directories from other tools."""
     declared = results.summary.get("analysis")
-    if declared in KINDS:
-        return declared
-    names = set(results.tensors)
-    return next((kind for kind, needed in SIGNATURES if names.issuperset(needed)), None)
+    return declared if declared in ANALYSES else None
 
 
 def is_results_dir(path: Path) -> bool:

@@ -75,7 +75,8 @@ def run_truth(base: Path, post: Path, out: Path, data: list[Path], eval_path: Pa
                layer_curves({"cos(theta_base, theta_post)": res.cosine}, "Truth-direction cosine per layer", "cosine"),
                grouped_bars(nies, f"NIE of steering at layers {res.intervene_layers} (direction from layer "
                                   f"{res.probe_layer})", "NIE")]
-    return write_results(out, res.tensors(), summary, figures, title=f"Truth directions: {post.name} vs {base.name}")
+    return write_results(out, res.tensors(), summary, figures, title=f"Truth directions: {post.name} vs {base.name}",
+                         analysis="truth")
 
 
 def refusal_data(data: Path | None, n_train: int, n_test: int) -> tuple[tuple[list[str], list[str]],
@@ -124,7 +125,8 @@ def run_refusal(base: Path, post: Path, out: Path, data: Path | None = None, lay
                             "cosine"),
                grouped_bars(by_model, f"Refusal score (ablation: every layer; addition: layer {res.layer})",
                             "refusal score")]
-    return write_results(out, res.tensors(), summary, figures, title=f"Refusal directions: {post.name} vs {base.name}")
+    return write_results(out, res.tensors(), summary, figures, title=f"Refusal directions: {post.name} vs {base.name}",
+                         analysis="refusal")
 
 
 @directions_app.command("truth")

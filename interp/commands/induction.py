@@ -137,7 +137,8 @@ def run_induction(run: Path, out: Path, seq_len: int = 50, batch: int = 10, text
     figures = [*score_curves(steps, scores, formation),
                loss_curves(steps, tensors["icl_score"], tensors["loss"], formation),
                *heatmaps(steps, {k: scores[k] for k in ("induction", "previous_token")})]
-    return write_results(out, tensors, summary, figures, title=f"induction heads: {checkpoints.path.name}")
+    return write_results(out, tensors, summary, figures, title=f"induction heads: {checkpoints.path.name}",
+                         analysis="induction")
 
 
 @induction_app.command("scores")

@@ -56,7 +56,8 @@ def run_knowledge(base: Path, post: Path, out: Path, data: Path | None = None, n
                            f"Last-layer neurons: LogitVar vs output norm (entropy-candidate IoU {ent.iou:.2f})",
                            "|w_out|", "LogitVar")]
     return write_results(out, res.tensors() | ent.tensors(), summary, figures,
-                         title=f"Knowledge storage: {post.name} vs {base.name}")
+                         title=f"Knowledge storage: {post.name} vs {base.name}",
+                         analysis="knowledge")
 
 
 @app.command()

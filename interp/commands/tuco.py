@@ -89,7 +89,7 @@ def run_tuco(base: Path, ft: Path, prompts: Path, out: Path, prompts_b: Path | N
                *alpha_curves(list(alphas), {names[k] or k: tensors["behaviour" + ("" if k == "a" else "_b")]
                                             for k in results},
                              {names[k] or k: sweeps[k].kl for k in results}, behaviour_name)]
-    return write_results(out, tensors, summary, figures, title=title)
+    return write_results(out, tensors, summary, figures, title=title, analysis="tuco")
 
 
 @app.command()

@@ -65,7 +65,7 @@ def run_condition(condition: Condition, out_dir: Path, options: Options) -> Laye
                "template": template, "prepend_bos": bos, "max_length": options.max_length, "dtype": options.dtype,
                **summary_of(result)}
     write_results(out_dir, result.tensors(), summary, figures({condition.label: result}),
-                  title=f"Layer gradients: {condition.label}")
+                  title=f"Layer gradients: {condition.label}", analysis="gradients")
     (out_dir / PARTIAL_FILE).unlink(missing_ok=True)
     return result
 
@@ -84,5 +84,6 @@ def compare_conditions(a: Condition, b: Condition, out_dir: Path, options: Optio
         "relative_difference": relative_differences(ra, rb),
         "mad_markdown": mad_markdown(results),
     }
-    write_results(out_dir, tensors, summary, figures(results), title=f"Layer gradients: {a.label} vs {b.label}")
+    write_results(out_dir, tensors, summary, figures(results), title=f"Layer gradients: {a.label} vs {b.label}",
+                  analysis="gradients")
     return summary
