@@ -227,19 +227,12 @@ def test_attribution_patching_is_the_first_order_estimate(tiny_dir: Callable[[st
                                        estimate[name].raw[layer] - patcher.corrupted_metric, atol=2e-2, rtol=2e-2)
 
 
-@pytest.mark.zoo
-def test_zoo_checkpoint_matches_transformer_lens(request: pytest.FixtureRequest) -> None:
+def test_zoo_checkpoint_matches_transformer_lens(zoo_quick: Path, request: pytest.FixtureRequest) -> None:
     """A trained zoo checkpoint (Llama-style, word-level tokenizer) on the zoo's fact task."""
     from interp.checkpoints import discover
-    from patching.tasks import fact_task, load_task
+    from patching.tasks import load_task
 
-    try:
-        root = request.getfixturevalue("zoo_quick")
-    except pytest.FixtureLookupError:
-        from interp.zoo import ensure_zoo
-
-        root = ensure_zoo(quick=True)
-    path = discover(Path(root) / "base")[-1].path
+    path = discover(zoo_quick / "base")[-1].path
     tl, nt = bridge(path), NativeTransformer.from_pretrained(path)
     from transformers import AutoTokenizer
 
