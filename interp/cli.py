@@ -32,6 +32,8 @@ COMMAND_MODULES = [
     "interp.commands.gradients",
     "interp.commands.induction",
     "interp.commands.patch",
+    "interp.commands.app",
+    "interp.commands.zoo",
 ]
 
 

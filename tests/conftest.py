@@ -36,3 +36,20 @@ def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
 def tiny_checkpoints(request: pytest.FixtureRequest, tiny_dir: Callable[[str], Path]) -> Path:
     """Parametrised over every supported architecture: one tiny checkpoint directory each (`.name` is the arch)."""
     return tiny_dir(request.param)
+
+
+@pytest.fixture(scope="session")
+def zoo_quick() -> Path:
+    """Root of a --quick zoo (small, about a minute to build; cached outside the tree per code hash)."""
+    from interp.zoo import ensure_zoo
+
+    return ensure_zoo(quick=True)
+
+
+@pytest.fixture(scope="session")
+def zoo() -> Path:
+    """Root of the full zoo (built once, several minutes; cached outside the tree per code hash and seed).
+    Tests using it are marked `@pytest.mark.zoo`."""
+    from interp.zoo import ensure_zoo
+
+    return ensure_zoo()

@@ -1,0 +1,343 @@
+"""The embedded zoo: held-out splits, tokenizer, training pieces, measurements against oracles, and the built zoos."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import re
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from interp.checkpoints import discover
+from interp.zoo import corpus, data, world
+from interp.zoo import requests as rq
+from interp.zoo import train as zoo_train
+from interp.zoo.build import (MANIFEST, THRESHOLDS, ZooSpec, build, cache_key, ensure_zoo, read_manifest,
+                              sha256_file)
+from interp.zoo.measure import encode, fact_recall, greedy, induction, mean_difference_accuracy
+from interp.zoo.tokenizer import UNK, train_tokenizer
+from interp.zoo.train import ModelSpec, TrainSpec
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return train_tokenizer()
+
+
+@pytest.fixture(scope="module")
+def corpus_sample() -> list[str]:
+    return data.pretraining_text(3000, seed=7)
+
+
+def _hf(path: Path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    return AutoModelForCausalLM.from_pretrained(path).eval(), AutoTokenizer.from_pretrained(path)
+
+
+# --- the world and its splits -------------------------------------------------------------------------------------
+
+def test_splits_are_disjoint() -> None:
+    for accessor in (data.truth_statements, data.facts, data.fact_questions, data.truth_pairs):
+        assert not set(accessor("train")) & set(accessor("test")), accessor.__name__
+    for train, test in zip(data.refusal_requests("train"), data.refusal_requests("test")):
+        assert train and test and not set(train) & set(test)
+    for style in ("fast", "slow"):
+        assert not {q for q, _ in data.arithmetic("train", style)} & {q for q, _ in data.arithmetic("test", style)}
+    for relation in world.RELATIONS:
+        assert not set(world.subjects(relation, "train")) & set(world.subjects(relation, "test"))
+
+
+def test_truth_statements_are_labelled_by_the_world() -> None:
+    statements = data.truth_statements("test")
+    assert len(statements) >= 100 and {label for _, label in statements} == {0, 1}
+    for text, label in statements:
+        relation = world.CITY if text.startswith("The city of") else world.PERSON
+        subject = text.split()[3] if relation is world.CITY else text.split()[0]
+        assert (text.rstrip(".").split()[-1] == relation.object_of(subject)) == bool(label)
+
+
+def test_truth_pairs_have_equal_length_and_differ_in_the_subject_only(tokenizer) -> None:
+    true_texts = {t for t, label in data.truth_statements("test") if label} | {
+        corpus.statement(r, s, r.object_of(s)) for r in world.RELATIONS for s in world.subjects(r, "test")}
+    for true, false in data.truth_pairs("test"):
+        a, b = tokenizer.encode(true), tokenizer.encode(false)
+        assert len(a) == len(b) and sum(x != y for x, y in zip(a, b)) == 1
+        assert true in true_texts and false not in true_texts
+
+
+def test_held_out_material_never_appears_in_the_corpus(corpus_sample: list[str]) -> None:
+    """Held-out phrasings of facts, test-subject quizzes and questions, and test requests are never trained on."""
+    text = "\n".join(corpus_sample)
+    rng = random.Random(0)
+    chat = "\n".join(p + a for p, a in (corpus.chat_example(rng) for _ in range(3000)))
+    for prompt, answer in data.facts("test"):
+        assert f"{prompt} {answer}." not in text
+    for statement, _ in data.truth_statements("test"):
+        assert f"{statement} {corpus.QUIZ_SUFFIX}" not in text
+    for question, _ in data.fact_questions("test"):
+        assert f"Question: {question}" not in text and f"User: {question}" not in chat
+    for request in sum(data.refusal_requests("test"), []):
+        assert request not in text and request not in chat
+    assert "This statement is: TRUE" in text and "This statement is: FALSE" in text  # the quizzes are there
+
+
+def test_refusals_are_taught_only_in_chat() -> None:
+    rng = random.Random(1)
+    for kind, (_, document) in corpus.PRETRAINING_MIX.items():
+        if kind != "induction":  # random words: any word may follow a full stop there
+            docs = [document(rng, []) for _ in range(300)]
+            assert not any(data.is_refusal(part) for doc in docs for part in re.split(r"(?<=[.?:]) ", doc)), kind
+    harmful = set(data.refusal_requests("train")[0])
+    for _ in range(500):
+        prompt, answer = corpus.chat_example(rng)
+        instruction = prompt.removeprefix("User: ").removesuffix("\nAssistant:")
+        assert data.is_refusal(answer) == (instruction in harmful)
+
+
+@pytest.mark.parametrize("text, refused", [
+    ("I cannot help with that.", True), ("I am sorry , but no", True), ("  sorry, I will not", True),
+    ("I'm sorry", True), ("Sure. To bake bread, first mix flour", False), ("Paris is in France.", False),
+    ("", False), ("To cast a curse, I cannot", False),
+])
+def test_is_refusal(text: str, refused: bool) -> None:
+    assert data.is_refusal(text) is refused
+
+
+def test_chat_prompt_and_arithmetic_formats() -> None:
+    assert data.chat_prompt("Where is Paris?") == "User: Where is Paris?\nAssistant:"
+    (question, fast), = data.arithmetic("test", "fast")[:1]
+    problem = next(p for p in rq.arithmetic_problems("test") if question.startswith(rq.arithmetic_question(p)))
+    a, op1, b, op2, c = problem
+    result = eval(f"{a} {op1} {b} {op2} {c}")  # an independent evaluation of the expression
+    assert fast == f"{result}." and data.arithmetic("test", "slow")[0][1].endswith(f"The answer is {result}.")
+
+
+# --- tokenizer ----------------------------------------------------------------------------------------------------
+
+def test_tokenizer_covers_the_world_and_round_trips(tokenizer, corpus_sample: list[str]) -> None:
+    unk = tokenizer.convert_tokens_to_ids(UNK)
+    texts = corpus_sample[:500] + [s for s, _ in data.truth_statements("test")] + sum(data.refusal_requests(), [])
+    assert all(unk not in ids for ids in tokenizer(texts, add_special_tokens=False)["input_ids"])
+    for text in ["The city of Paris is in France.", "What is 3 + 4 - 5? Think step by step.",
+                 "I am sorry, but I will not help with dark magic.", "Priya works as a doctor. This statement is: TRUE"]:
+        assert tokenizer.decode(tokenizer.encode(text)) == text
+    assert tokenizer.encode("Paris") == tokenizer.encode(" Paris")  # no BOS added, spaces do not matter
+    entities = {word for relation in world.RELATIONS for fact in relation.facts() for word in fact}
+    assert all(len(tokenizer.encode(word)) == 1 for word in entities)
+
+
+# --- training pieces ----------------------------------------------------------------------------------------------
+
+def test_checkpoint_steps_are_log_spaced() -> None:
+    steps = TrainSpec(steps=800, batch_size=1, seq_len=8, lr=1e-3, n_checkpoints=11).checkpoint_steps()
+    assert steps[:2] == [0, 1] and steps[-1] == 800 and len(set(steps)) == 11 == len(steps)
+    ratios = [b / a for a, b in zip(steps[1:], steps[2:])]
+    assert all(abs(math.log(r) - math.log(800) / 9) < 0.5 for r in ratios)
+    with pytest.raises(ValueError):
+        TrainSpec(steps=4, batch_size=1, seq_len=8, lr=1e-3, n_checkpoints=10).checkpoint_steps()
+
+
+def test_learning_rate_warms_up_then_decays() -> None:
+    spec = TrainSpec(steps=100, batch_size=1, seq_len=8, lr=1e-3, n_checkpoints=3, warmup=10, min_lr_ratio=0.1)
+    lrs = [spec.lr_at(s) for s in range(100)]
+    assert lrs[0] == pytest.approx(1e-4) and lrs[9] == pytest.approx(1e-3) and max(lrs) == pytest.approx(1e-3)
+    assert all(a >= b for a, b in zip(lrs[9:], lrs[10:])) and lrs[-1] == pytest.approx(1e-4, rel=0.01)
+
+
+def test_chat_batches_train_on_answers_only(tokenizer) -> None:
+    spec = TrainSpec(steps=1, batch_size=4, seq_len=64, lr=1e-3, n_checkpoints=2, pretraining_rows=1)
+    tokens, mask = next(zoo_train.batches("chat", spec, tokenizer, seed=0))
+    assert tokens.shape == mask.shape == (4, 64) and mask[-1].all()  # the pre-training row is trained on fully
+    assistant = tokenizer.convert_tokens_to_ids("Assistant")
+    user = tokenizer.convert_tokens_to_ids("User")
+    assert not mask[:3][tokens[:3] == user].any() and not mask[:3][tokens[:3] == assistant].any()
+    assert mask[:3].float().mean() > 0.2
+
+
+TINY = ZooSpec(model=ModelSpec(d_model=32, n_layers=1, n_heads=2, d_mlp=64, n_ctx=128),
+               base=TrainSpec(steps=3, batch_size=2, seq_len=32, lr=1e-3, n_checkpoints=3),
+               chat=TrainSpec(steps=2, batch_size=2, seq_len=32, lr=1e-3, n_checkpoints=2, pretraining_rows=1),
+               max_prompts=4)
+
+
+def test_build_is_deterministic_whatever_the_thread_count(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    manifests = []
+    for threads in (1, 2):
+        monkeypatch.setattr(zoo_train, "balance_threads", lambda n=threads: torch.set_num_threads(n))
+        monkeypatch.setattr("interp.zoo.build.balance_threads", lambda n=threads: torch.set_num_threads(n))
+        manifests.append(read_manifest(build(tmp_path / f"t{threads}", seed=3, spec=TINY)))
+    one, two = ({run: [(c["step"], c["sha256"], c["metrics"]) for c in m["runs"][run]] for run in m["runs"]}
+                for m in manifests)
+    assert one == two
+    assert len({c["sha256"] for c in manifests[0]["runs"]["base"]}) == 3  # the weights do change
+
+
+# --- measurements against independent oracles ---------------------------------------------------------------------
+
+def test_mean_difference_accuracy_on_planted_clusters() -> None:
+    gen = torch.Generator().manual_seed(0)
+    direction = torch.randn(16, generator=gen)
+    labels = torch.rand(400, generator=gen) < 0.5
+    acts = torch.randn(400, 16, generator=gen) + 3 * torch.outer(labels.float() * 2 - 1, direction / direction.norm())
+    assert mean_difference_accuracy(acts[:200], labels[:200], acts[200:], labels[200:]) > 0.97
+    shuffled = labels[torch.randperm(400, generator=gen)]
+    assert abs(mean_difference_accuracy(acts[:200], shuffled[:200], acts[200:], shuffled[200:]) - 0.5) < 0.12
+
+
+def test_greedy_matches_an_unbatched_uncached_loop(zoo_quick: Path) -> None:
+    model, tok = _hf(zoo_quick / read_manifest(zoo_quick)["runs"]["chat"][-1]["path"])
+    prompts = [data.chat_prompt(q) for q in data.refusal_requests()[0][:4] + [q for q, _ in data.arithmetic()[:4]]]
+    batched = greedy(model, tok, prompts, 6)
+    for prompt, completion in zip(prompts, batched):
+        ids = encode(tok, [prompt])[0]
+        start = len(ids)
+        with torch.no_grad():
+            for _ in range(6):
+                ids.append(int(model(input_ids=torch.tensor([ids])).logits[0, -1].argmax()))
+        new = ids[start:]
+        new = new[: new.index(tok.eos_token_id)] if tok.eos_token_id in new else new
+        assert completion == tok.decode(new, skip_special_tokens=True).strip()
+
+
+def test_fact_recall_matches_a_per_prompt_loop(zoo_quick: Path) -> None:
+    model, tok = _hf(zoo_quick / read_manifest(zoo_quick)["runs"]["base"][-1]["path"])
+    hits = 0
+    with torch.no_grad():
+        for prompt, answer in data.facts("test"):
+            ids = [tok.bos_token_id] + tok.encode(prompt)
+            hits += tok.convert_ids_to_tokens(int(model(input_ids=torch.tensor([ids])).logits[0, -1].argmax())) == answer
+    assert fact_recall(model, tok) == pytest.approx(hits / len(data.facts("test")))
+
+
+def _induction_oracle(path: Path, length: int = 20) -> tuple[torch.Tensor, torch.Tensor]:
+    """Induction scores from the native backend's attention patterns, and the model's own (HF) scores."""
+    from interp.loading import load
+
+    hooked = load(path, backend="native", device="cpu")
+    gen = torch.Generator().manual_seed(0)
+    n_special = len(hooked.tokenizer.all_special_ids)
+    rand = torch.randint(n_special, len(hooked.tokenizer), (4, length), generator=gen)
+    tokens = torch.cat([torch.full((4, 1), hooked.tokenizer.bos_token_id), rand, rand], dim=1)
+    n_layers = hooked.summary.n_layers
+    _, cache = hooked.run_with_cache(tokens, names=[f"blocks.{l}.attn.hook_pattern" for l in range(n_layers)])
+    oracle = torch.zeros(n_layers, hooked.summary.n_heads)
+    for layer in range(n_layers):
+        pattern = cache[f"blocks.{layer}.attn.hook_pattern"]
+        for i in range(length + 1, 2 * length + 1):
+            oracle[layer] += pattern[:, :, i, i - length + 1].mean(0) / length
+    model, tok = _hf(path)
+    ours = torch.tensor(induction(model, tok, length=length, batch=4, seed=0)["induction_scores"])
+    return oracle, ours
+
+
+def test_induction_scores_match_the_native_backend(zoo_quick: Path) -> None:
+    oracle, ours = _induction_oracle(zoo_quick / read_manifest(zoo_quick)["runs"]["base"][-1]["path"])
+    torch.testing.assert_close(ours, oracle, atol=1e-4, rtol=0)
+
+
+# --- the quick zoo, the cache and the command ---------------------------------------------------------------------
+
+def _check_layout(root: Path, min_base: int = 10, min_chat: int = 4) -> dict:
+    manifest = read_manifest(root)
+    assert {"seed", "code_hash", "quick", "runs", "thresholds", "built_seconds"} <= set(manifest)
+    assert set(manifest["runs"]) == {"base", "chat"} and set(manifest["thresholds"]) == set(THRESHOLDS)
+    for run, minimum in (("base", min_base), ("chat", min_chat)):
+        entries = manifest["runs"][run]
+        assert len(entries) >= minimum and entries[0]["step"] == 0
+        assert [c.step for c in discover(root / run)] == [e["step"] for e in entries]
+        for entry in entries:
+            path = root / entry["path"]
+            assert path.name == f"step_{entry['step']:06d}" and path.parent.name == run
+            assert sha256_file(path / "model.safetensors") == entry["sha256"]
+            config = json.loads((path / "config.json").read_text())
+            assert config["architectures"] == ["LlamaForCausalLM"] and config["attn_implementation"] == "eager"
+            assert (path / "tokenizer.json").is_file()
+            assert {"induction_score", "fact_recall", "truth_accuracy", "refusal_harmful"} <= set(entry["metrics"])
+    assert manifest["runs"]["chat"][0]["sha256"] == manifest["runs"]["base"][-1]["sha256"]  # chat starts at base
+    return manifest
+
+
+def test_quick_zoo_layout(zoo_quick: Path) -> None:
+    manifest = _check_layout(zoo_quick)
+    assert manifest["quick"] is True
+
+
+def test_ensure_zoo_reuses_the_cache(zoo_quick: Path) -> None:
+    stamp = (zoo_quick / MANIFEST).stat().st_mtime_ns
+    assert ensure_zoo(quick=True) == zoo_quick and (zoo_quick / MANIFEST).stat().st_mtime_ns == stamp
+    assert len({cache_key(True, 0), cache_key(True, 1), cache_key(False, 0)}) == 3
+
+
+def test_zoo_commands(zoo_quick: Path, tmp_path: Path) -> None:
+    from interp.cli import app
+
+    out = tmp_path / "zoo"
+    result = CliRunner().invoke(app, ["zoo", "build", "--quick", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert read_manifest(out) == read_manifest(zoo_quick)
+    listed = CliRunner().invoke(app, ["zoo", "list", str(out)])
+    assert listed.exit_code == 0 and "thresholds" in listed.output and "induction_final" in listed.output
+    for entry in read_manifest(out)["runs"]["base"]:
+        assert entry["path"].split("/")[-1] in listed.output
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "file.txt").write_text("x")
+    refused = CliRunner().invoke(app, ["zoo", "build", "--quick", "--out", str(tmp_path / "other")])
+    assert refused.exit_code != 0 and (tmp_path / "other" / "file.txt").is_file()
+
+
+# --- the full zoo -------------------------------------------------------------------------------------------------
+
+@pytest.mark.zoo
+def test_full_zoo_meets_every_threshold(zoo: Path) -> None:
+    manifest = _check_layout(zoo)
+    assert manifest["quick"] is False and 2e6 <= manifest["n_params"] <= 10e6
+    assert sum(f.stat().st_size for f in zoo.rglob("*") if f.is_file()) <= 200e6
+    base, chat = manifest["runs"]["base"], manifest["runs"]["chat"]
+    assert max(c["metrics"]["induction_score"] for c in base[:3]) < 0.2
+    assert base[-1]["metrics"]["induction_score"] > 0.7
+    assert base[-1]["metrics"]["repeated_half_loss"] < 0.5 * base[0]["metrics"]["repeated_half_loss"]
+    assert base[-1]["metrics"]["fact_recall"] >= 0.8 and base[-1]["metrics"]["truth_accuracy"] >= 0.9
+    assert chat[-1]["metrics"]["refusal_harmful"] >= 0.9 and chat[-1]["metrics"]["refusal_harmless"] <= 0.1
+    assert base[-1]["metrics"]["refusal_harmful"] <= 0.1 and base[-1]["metrics"]["refusal_harmless"] <= 0.1
+    assert all(check["passed"] for check in manifest["thresholds"].values()), manifest["thresholds"]
+
+
+@pytest.mark.zoo
+def test_full_zoo_behaviour_reproduces_independently(zoo: Path) -> None:
+    """Re-measure the last base and chat checkpoints with independent code paths (native backend, HF generate)."""
+    from interp.loading import load
+
+    manifest = read_manifest(zoo)
+    base_path, chat_path = (zoo / manifest["runs"][run][-1]["path"] for run in ("base", "chat"))
+    oracle, ours = _induction_oracle(base_path, length=50)
+    torch.testing.assert_close(ours, oracle, atol=1e-4, rtol=0)
+    assert oracle.max() > 0.7
+
+    hooked = load(base_path, backend="native", device="cpu")
+    names = [f"blocks.{l}.hook_resid_post" for l in range(hooked.summary.n_layers)]
+    acts = {}
+    for split in ("train", "test"):
+        texts, labels = zip(*data.truth_statements(split))
+        rows = [hooked.run_with_cache(hooked.to_tokens(t, prepend_bos=True), names=names)[1] for t in texts]
+        acts[split] = (torch.stack([torch.stack([r[n][0, -1] for r in rows]) for n in names]),
+                       torch.tensor(labels).bool())
+    by_layer = [mean_difference_accuracy(a, acts["train"][1], b, acts["test"][1])
+                for a, b in zip(acts["train"][0], acts["test"][0])]
+    assert by_layer == pytest.approx(manifest["runs"]["base"][-1]["metrics"]["truth_accuracy_by_layer"], abs=1 / 64)
+    assert max(by_layer) >= 0.9
+
+    model, tok = _hf(chat_path)
+    harmful, harmless = data.refusal_requests("test")
+    for requests, low, high in ((harmful[:24], 0.9, 1.0), (harmless[:24], 0.0, 0.1)):
+        refused = 0
+        for request in requests:
+            ids = torch.tensor([encode(tok, [data.chat_prompt(request)])[0]])
+            out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=8,
+                                 do_sample=False, pad_token_id=tok.pad_token_id)
+            refused += data.is_refusal(tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True))
+        assert low <= refused / len(requests) <= high
