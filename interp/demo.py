@@ -34,6 +34,26 @@ def summary(name: str) -> dict:
     return json.loads((OUT / name / "summary.json").read_text())
 
 
+def headlines() -> list[str]:
+    """One line or a few per analysis, read back from the summaries the steps wrote."""
+    from interp.finetuning.du_demo import headline
+
+    patch, cmap, tuco = summary("patch-base-facts"), summary("patch-base-into-chat"), summary("tuco")
+    induction, gradients = summary("induction"), summary("gradients")
+    heads = induction["induction_heads"]["heads"]
+    return [
+        "patching, fact recall over the base run: clean / corrupted logit difference at the last checkpoint "
+        f"{patch['clean_metric'][-1]:.2f} / {patch['corrupted_metric'][-1]:.2f}",
+        f"cross-model patching, base into chat: clean / corrupted metric {cmap['clean_metric'][-1]:.2f} / "
+        f"{cmap['corrupted_metric'][-1]:.2f}",
+        *headline(summary("truth"), summary("refusal"), summary("knowledge")),
+        f"TuCo, chat requests vs pre-training text: AUC {tuco['auc_tuco_a_vs_b']:.2f}",
+        f"induction heads found in the base run: {len(heads)}"
+        + (f" (first: {heads[0]})" if heads else " (no head passes the threshold)"),
+        "gradients, answer-only vs step-by-step (chat), MAD of the nuclear norm:\n" + gradients["mad_markdown"],
+    ]
+
+
 def write_inputs(inputs: Path) -> dict[str, Path]:
     """Prompt and data files for the analyses, from the zoo's own held-out splits."""
     from interp.dynamics.gradient_data import write_pairs
@@ -74,6 +94,9 @@ def main() -> None:
     interp("gradients", chat_last, "--data", files["fast"], "--data-b", files["slow"], "--label-a", "fast",
            "--label-b", "slow", "--out", OUT / "gradients")
 
+    print("\n== interp demo: headline numbers (zoo base vs chat) ==")
+    for line in headlines():
+        print(f"  {line}")
     print("\n== interp demo: where to look ==")
     for name in sorted(p.name for p in OUT.iterdir() if (p / "report.html").is_file()):
         print(f"  {OUT / name / 'report.html'}")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 
@@ -29,16 +28,3 @@ def headline(truth: dict[str, Any], refusal: dict[str, Any], knowledge: dict[str
         f"entropy-neuron candidates IoU (base vs chat): {knowledge['entropy_neurons']['iou']:.2f}",
     ]
 
-
-def run(zoo_root: Path, out_dir: Path, device: str = "cpu") -> list[str]:
-    """Run the three commands' analyses on the zoo's final base and chat checkpoints; return the headline lines."""
-    from interp.checkpoints import discover
-    from interp.commands.directions import run_refusal, run_truth
-    from interp.commands.knowledge import run_knowledge
-    from interp.results import read_results
-
-    base, chat = discover(zoo_root / "base")[-1].path, discover(zoo_root / "chat")[-1].path
-    paths = (run_truth(base, chat, out_dir / "truth", [], device=device),
-             run_refusal(base, chat, out_dir / "refusal", device=device),
-             run_knowledge(base, chat, out_dir / "knowledge", device=device))
-    return headline(*(read_results(p).summary for p in paths))
