@@ -20,6 +20,7 @@ from jaxtyping import Int
 from torch import Tensor
 
 from interp.errors import InterpError
+from interp.jsonl import read_records
 
 FIELDS = ("clean", "corrupted", "answer", "wrong")
 
@@ -38,24 +39,7 @@ class Task:
 
 def read_lines(path: Path) -> list[dict[str, str]]:
     """The task's lines, each checked to hold the four string fields."""
-    path = Path(path)
-    if not path.is_file():
-        raise InterpError(f"task file {path} does not exist", fix="pass a JSONL file, e.g. data/tasks/facts.jsonl")
-    lines = []
-    for number, text in enumerate(path.read_text().splitlines(), start=1):
-        if not text.strip():
-            continue
-        try:
-            row = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise InterpError(f"{path} line {number} is not JSON ({err.msg})", fix="one JSON object per line") from err
-        if not isinstance(row, dict) or not all(isinstance(row.get(k), str) for k in FIELDS):
-            raise InterpError(f"{path} line {number} lacks string fields {FIELDS}",
-                              fix='write {"clean": ..., "corrupted": ..., "answer": ..., "wrong": ...}')
-        lines.append({k: row[k] for k in FIELDS})
-    if not lines:
-        raise InterpError(f"{path} holds no task lines", fix="add at least one line")
-    return lines
+    return read_records(path, FIELDS, '{"clean": ..., "corrupted": ..., "answer": ..., "wrong": ...}')
 
 
 def _encode(tokenizer: Any, text: str, prepend_bos: bool) -> list[int]:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from interp.errors import InterpError
+from interp.jsonl import read_records
 
 Template = Literal["auto", "plain", "chat"]
 TEMPLATES: tuple[str, ...] = ("auto", "plain", "chat")
@@ -35,25 +36,8 @@ class Encoded:
 
 def read_pairs(path: str | Path) -> list[tuple[str, str]]:
     """Read a JSONL file of {"instruction": str, "response": str} objects, one per line (blank lines skipped)."""
-    path = Path(path)
-    if not path.is_file():
-        raise InterpError(f"data file {path} does not exist", fix="pass a JSONL file of {instruction, response}")
-    pairs = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise InterpError(f"{path}:{number} is not valid JSON ({err.msg})", fix="one JSON object per line") from err
-        if not (isinstance(row, dict) and isinstance(row.get("instruction"), str)
-                and isinstance(row.get("response"), str)):
-            raise InterpError(f"{path}:{number} needs string fields 'instruction' and 'response'",
-                              fix='write lines like {"instruction": "2+3=", "response": "5"}')
-        pairs.append((row["instruction"], row["response"]))
-    if not pairs:
-        raise InterpError(f"{path} holds no samples", fix="add at least one {instruction, response} line")
-    return pairs
+    rows = read_records(path, ("instruction", "response"), '{"instruction": "2+3=", "response": "5"}')
+    return [(row["instruction"], row["response"]) for row in rows]
 
 
 def write_pairs(pairs: list[tuple[str, str]], path: str | Path) -> Path:

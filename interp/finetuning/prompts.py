@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Iterable
 
 from interp.errors import InterpError
+from interp.jsonl import read_records
 
 _FORMAT_FIX = 'write one JSON object {"prompt": "..."} per line, or plain text with one prompt per line'
 
@@ -26,22 +27,12 @@ def read_prompts(path: str | Path) -> list[str]:
     numbered = [(n, line) for n, line in enumerate(lines, start=1) if line.strip()]
     if not numbered:
         raise InterpError(f"prompt file {path} holds no prompts", fix=_FORMAT_FIX)
-    is_jsonl = path.suffix in (".jsonl", ".json") or numbered[0][1].lstrip().startswith("{")
-    prompts = [_json_prompt(path, n, line) for n, line in numbered] if is_jsonl else [line for _, line in numbered]
-    return prompts
-
-
-def _json_prompt(path: Path, line_no: int, line: str) -> str:
-    """The `prompt` field of one JSONL line, or an error naming the file and line."""
-    try:
-        record = json.loads(line)
-    except json.JSONDecodeError as err:
-        raise InterpError(f"{path}:{line_no} is not valid JSON ({err.msg})", fix=_FORMAT_FIX) from err
-    if not isinstance(record, dict) or not isinstance(record.get("prompt"), str):
-        raise InterpError(f'{path}:{line_no} has no string "prompt" field', fix=_FORMAT_FIX)
-    if not record["prompt"]:
-        raise InterpError(f"{path}:{line_no} has an empty prompt", fix="remove the line or give it text")
-    return record["prompt"]
+    if path.suffix in (".jsonl", ".json") or numbered[0][1].lstrip().startswith("{"):
+        prompts = [row["prompt"] for row in read_records(path, ("prompt",), '{"prompt": "..."}')]
+        if not all(prompts):
+            raise InterpError(f"{path} has an empty prompt", fix="remove the line or give it text")
+        return prompts
+    return [line for _, line in numbered]
 
 
 def write_prompts(path: str | Path, prompts: Iterable[str]) -> Path:
