@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo test test-zoo bench zoo clean
+.PHONY: install demo test test-fast bench zoo clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,12 +23,14 @@ zoo: install
 demo: install
 	$(PY) -m interp.demo
 
-# The full-zoo behaviour tests (marked `zoo`) are left out until the zoo meets its thresholds: see README.
+# Everything, the full-zoo behaviour tests included (the first run builds the full zoo, about 11 minutes on 2 cores,
+# cached per code hash); thresholds the zoo does not meet yet are strict xfails (tests/test_zoo.py NOT_YET).
 test: install
-	$(PY) -m pytest -q -m "not zoo"
+	$(PY) -m pytest -q
 
-test-zoo: install
-	$(PY) -m pytest -q -m zoo
+# The fast subset: everything but the full-zoo tests (marked `zoo`).
+test-fast: install
+	$(PY) -m pytest -q -m "not zoo"
 
 bench: install
 	$(PY) benchmarks/patching.py

@@ -139,6 +139,25 @@ def test_refusal_direction_matches_hidden_states(quick_pair: dict[str, NativeMod
     assert torch.allclose(r, means[0] - means[1], atol=1e-4)
 
 
+def test_select_layer_picks_the_ablation_that_leaves_fewest_refusals(quick_pair: dict[str, NativeModel]) -> None:
+    """Per-layer scores equal `refusal_score` under each layer's ablation; the pick is their argmin (later on ties)."""
+    from interp.finetuning.refusal import refusal_directions, refusal_score, select_layer, template_prompt
+    from probes.directions import unit
+    from probes.steering import ablate_hooks
+
+    model = quick_pair["post"]
+    n_layers = model.native().cfg.n_layers
+    prompt = template_prompt(model.tokenizer, "User: {instruction}\nAssistant:")
+    harmful, harmless = (x[:8] for x in zoo_requests("train"))
+    r = refusal_directions(model, prompt, harmful, harmless)
+    judge = lambda text: len(set(text.split())) % 2 == 0  # noqa: E731  an arbitrary but deterministic verdict
+    layer, scores = select_layer(model, prompt, r, harmful, max_new_tokens=6, judge=judge)
+    expected = [refusal_score(model, prompt, harmful, ablate_hooks(unit(r[l]), n_layers), 6, judge)[0]
+                for l in range(n_layers)]
+    assert scores == expected
+    assert scores[layer] == min(scores) and all(s > min(scores) for s in scores[layer + 1:])
+
+
 def test_refusal_score_under_hooks_matches_cache_free_loop(quick_pair: dict[str, NativeModel]) -> None:
     from interp.finetuning.refusal import refusal_score, template_prompt
     from probes.steering import ablate_hooks, add_hooks
@@ -302,43 +321,44 @@ def test_commands_write_results(zoo_quick: Path, tmp_path: Path) -> None:
 
 # --- full zoo: the chat model's refusal direction is causal -------------------------------------------------------
 @pytest.fixture(scope="module")
-def zoo_chat(zoo: Path) -> tuple[NativeModel, Any]:
-    from interp.finetuning.refusal import template_prompt
-    from interp.zoo.data import CHAT_TEMPLATE
+def zoo_chat(zoo: Path) -> tuple[NativeModel, Any, torch.Tensor, int]:
+    """The zoo chat model, its prompt, and its refusal direction at the layer `select_layer` picks on train requests."""
+    from interp.finetuning.refusal import SELECTION_PROMPTS, refusal_directions, select_layer, template_prompt
+    from interp.zoo.data import CHAT_TEMPLATE, is_refusal
 
     chat = load_native(last_checkpoints(zoo)[1])
-    return chat, template_prompt(chat.tokenizer, CHAT_TEMPLATE)
+    prompt = template_prompt(chat.tokenizer, CHAT_TEMPLATE)
+    harmful, harmless = zoo_requests("train")
+    r = refusal_directions(chat, prompt, harmful, harmless)
+    layer, _ = select_layer(chat, prompt, r, harmful[:SELECTION_PROMPTS], judge=is_refusal)
+    return chat, prompt, r, layer
 
 
 @pytest.mark.zoo
-def test_zoo_ablating_refusal_direction_lowers_refusal(zoo_chat: tuple[NativeModel, Any]) -> None:
-    from interp.finetuning.refusal import refusal_directions, refusal_score
+def test_zoo_ablating_refusal_direction_lowers_refusal(zoo_chat: tuple[NativeModel, Any, torch.Tensor, int]) -> None:
+    from interp.finetuning.refusal import refusal_score
     from interp.zoo.data import is_refusal
     from probes.directions import unit
     from probes.steering import ablate_hooks
 
-    chat, prompt = zoo_chat
-    r = refusal_directions(chat, prompt, *zoo_requests("train"))
-    layer = chat.native().cfg.n_layers // 2
+    chat, prompt, r, layer = zoo_chat
     harmful = zoo_requests("test")[0][:48]
     before, _ = refusal_score(chat, prompt, harmful, judge=is_refusal)
     after, texts = refusal_score(chat, prompt, harmful, ablate_hooks(unit(r[layer]), chat.native().cfg.n_layers),
                                  judge=is_refusal)
-    assert before >= 0.5 and after <= before - 0.3, (before, after, texts[:3])
+    assert before >= 0.5 and after <= before - 0.3, (layer, before, after, texts[:3])
 
 
 @pytest.mark.zoo
-def test_zoo_adding_refusal_direction_raises_refusal(zoo_chat: tuple[NativeModel, Any]) -> None:
-    from interp.finetuning.refusal import refusal_directions, refusal_score
+def test_zoo_adding_refusal_direction_raises_refusal(zoo_chat: tuple[NativeModel, Any, torch.Tensor, int]) -> None:
+    from interp.finetuning.refusal import refusal_score
     from interp.zoo.data import is_refusal
     from probes.directions import unit
     from probes.steering import add_hooks
 
-    chat, prompt = zoo_chat
-    r = refusal_directions(chat, prompt, *zoo_requests("train"))
-    layer = chat.native().cfg.n_layers // 2
+    chat, prompt, r, layer = zoo_chat
     harmless = zoo_requests("test")[1][:48]
     before, _ = refusal_score(chat, prompt, harmless, judge=is_refusal)
     hooks = add_hooks(unit(r[layer]), [layer], float(r[layer].norm()) / 3, ("resid_pre", "resid_mid", "resid_post"))
     after, texts = refusal_score(chat, prompt, harmless, hooks, judge=is_refusal)
-    assert before <= 0.2 and after >= before + 0.3, (before, after, texts[:3])
+    assert before <= 0.2 and after >= before + 0.3, (layer, before, after, texts[:3])

@@ -162,7 +162,8 @@ def refusal(
     out: Path = typer.Option(..., "--out", help="Results directory to write."),
     data: Optional[Path] = typer.Option(None, "--data", help="Directory with harmful_/harmless_{train,val}.json "
                                                              "(refusal_direction format); default: zoo requests."),
-    layer: Optional[int] = typer.Option(None, help="Layer of the direction and of addition (default: middle)."),
+    layer: Optional[int] = typer.Option(None, help="Layer of the direction and of addition (default: the layer whose "
+                                        "post-model direction, ablated, most lowers refusal on training requests)."),
     pos: int = typer.Option(-1, help="Token position of the direction, from the end of the prompt."),
     coeff: Optional[float] = typer.Option(None, help="Addition coefficient on the unit direction at each of "
                                                      "resid_pre/mid/post (default: |mean difference|/3 of the "

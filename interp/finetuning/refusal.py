@@ -80,6 +80,22 @@ def refusal_score(model: HookedModel, prompt: PromptFn, instructions: Sequence[s
     return sum(map(judge, texts)) / max(1, len(texts)), texts
 
 
+SELECTION_PROMPTS = 32
+
+
+def select_layer(model: HookedModel, prompt: PromptFn, directions: Float[Tensor, "layer d_model"],
+                 harmful: Sequence[str], max_new_tokens: int = 16, judge: Callable[[str], bool] = is_refusal,
+                 batch_size: int = 32) -> tuple[int, list[float]]:
+    """The layer whose direction, ablated at every layer, leaves the fewest refusals on `harmful` (training requests),
+    and the refusal score per layer: Arditi et al. (2024)'s selection on validation data (Du et al. fix layer 11)."""
+    n_layers = directions.shape[0]
+    parallel = model.native().cfg.parallel_attn_mlp
+    scores = [refusal_score(model, prompt, harmful, ablate_hooks(unit(directions[layer]), n_layers,
+                                                                 parallel_attn_mlp=parallel),
+                            max_new_tokens, judge, batch_size)[0] for layer in range(n_layers)]
+    return min(range(n_layers), key=lambda layer: (scores[layer], -layer)), scores
+
+
 @dataclass
 class RefusalResult:
     """Directions, cosines and refusal scores; `[owner, model]` axes index ROLES."""
@@ -124,10 +140,13 @@ def refusal_transfer(
     judge: Callable[[str], bool] = is_refusal,
     batch_size: int = 32,
 ) -> RefusalResult:
-    """Directions from `train = (harmful, harmless)`, scores on `test`; `layer` defaults to the middle layer."""
+    """Directions from `train = (harmful, harmless)`, scores on `test`; `layer` defaults to `select_layer` on the
+    post model and the training harmful requests (at most `SELECTION_PROMPTS` of them)."""
     directions = {m: refusal_directions(models[m], prompts[m], *train, pos=pos, batch_size=batch_size) for m in ROLES}
     n_layers = directions["base"].shape[0]
-    layer = n_layers // 2 if layer is None else layer
+    if layer is None:
+        layer, _ = select_layer(models["post"], prompts["post"], directions["post"], train[0][:SELECTION_PROMPTS],
+                                max_new_tokens, judge, batch_size)
     # c r^ is added at resid_pre, resid_mid and resid_post, so the layer's output moves by 3c r^: c = |r|/3 moves it
     # by the steered model's own mean difference (Arditi et al.'s activation addition)
     coeffs = {m: float(directions[m][layer].norm()) / 3 if coeff is None else coeff for m in ROLES}

@@ -45,7 +45,7 @@ class ZooSpec:
 FULL = ZooSpec(
     model=ModelSpec(d_model=256, n_layers=4, n_heads=8, d_mlp=512),
     base=TrainSpec(steps=800, batch_size=32, seq_len=128, lr=2e-3, warmup=50, n_checkpoints=11),
-    chat=TrainSpec(steps=120, batch_size=32, seq_len=128, lr=5e-4, warmup=10, n_checkpoints=4, pretraining_rows=8),
+    chat=TrainSpec(steps=200, batch_size=32, seq_len=128, lr=5e-4, warmup=10, n_checkpoints=4, pretraining_rows=8),
 )
 QUICK = ZooSpec(
     model=ModelSpec(d_model=64, n_layers=2, n_heads=4, d_mlp=128),
