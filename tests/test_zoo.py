@@ -7,6 +7,7 @@ import math
 import random
 import re
 from pathlib import Path
+from typing import Any, Callable
 
 import pytest
 import torch
@@ -306,28 +307,47 @@ def test_full_zoo_layout_and_size(zoo: Path) -> None:
     assert set(manifest["thresholds"]) == set(THRESHOLDS)
 
 
+# The issue's thresholds, written out here (not read from interp.zoo.build) so a wrong limit there is caught.
+ISSUE_THRESHOLDS: dict[str, tuple[str, float, Callable[[list, list], float]]] = {
+    "induction_early": ("<=", 0.2, lambda b, c: max(x["metrics"]["induction_score"] for x in b[:3])),
+    "induction_final": (">=", 0.7, lambda b, c: b[-1]["metrics"]["induction_score"]),
+    "repeated_loss_ratio": ("<=", 0.5, lambda b, c: b[-1]["metrics"]["repeated_half_loss"]
+                            / b[0]["metrics"]["repeated_half_loss"]),
+    "fact_recall": (">=", 0.8, lambda b, c: b[-1]["metrics"]["fact_recall"]),
+    "truth_accuracy": (">=", 0.9, lambda b, c: b[-1]["metrics"]["truth_accuracy"]),
+    "chat_refuses_harmful": (">=", 0.9, lambda b, c: c[-1]["metrics"]["refusal_harmful"]),
+    "chat_refuses_harmless": ("<=", 0.1, lambda b, c: c[-1]["metrics"]["refusal_harmless"]),
+    "base_refuses_harmful": ("<=", 0.1, lambda b, c: b[-1]["metrics"]["refusal_harmful"]),
+    "base_refuses_harmless": ("<=", 0.1, lambda b, c: b[-1]["metrics"]["refusal_harmless"]),
+}
+
+
+def _not_yet(name: str) -> Any:
+    return pytest.param(name, marks=pytest.mark.xfail(strict=True, reason=NOT_YET[name])) if name in NOT_YET else name
+
+
 @pytest.mark.zoo
-@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=NOT_YET[n]))
-                                  if n in NOT_YET else n for n in THRESHOLDS])
+@pytest.mark.parametrize("name", [_not_yet(n) for n in ISSUE_THRESHOLDS])
 def test_full_zoo_threshold(zoo: Path, name: str) -> None:
-    """Each behaviour the issue asks of the zoo, recomputed from the manifest's per-checkpoint metrics."""
-    runs = read_manifest(zoo)["runs"]
-    check = THRESHOLDS[name].check(runs)
-    assert check["passed"], check
+    """Each behaviour the issue asks of the zoo, recomputed from the manifest's per-checkpoint metrics and checked
+    against the issue's limit; the manifest's own verdict must agree."""
+    manifest = read_manifest(zoo)
+    op, limit, value_of = ISSUE_THRESHOLDS[name]
+    assert (THRESHOLDS[name].op, THRESHOLDS[name].limit) == (op, limit)
+    value = value_of(manifest["runs"]["base"], manifest["runs"]["chat"])
+    passed = value <= limit if op == "<=" else value >= limit
+    assert manifest["thresholds"][name]["passed"] == passed
+    assert passed, (name, value, op, limit)
 
 
-@pytest.mark.zoo
-def test_full_zoo_behaviour_reproduces_independently(zoo: Path) -> None:
-    """Re-measure the last base and chat checkpoints with independent code paths (native backend, HF generate)."""
+@pytest.fixture(scope="module")
+def remeasured(zoo: Path) -> dict[str, Any]:
+    """Induction scores (native attention patterns vs the zoo's HF measurement) and per-layer truth-probe accuracy
+    (native residuals) of the last base checkpoint, from code paths independent of `interp.zoo.measure`."""
     from interp.loading import load
 
-    manifest = read_manifest(zoo)
-    base_path, chat_path = (zoo / manifest["runs"][run][-1]["path"] for run in ("base", "chat"))
+    base_path = zoo / read_manifest(zoo)["runs"]["base"][-1]["path"]
     oracle, ours = _induction_oracle(base_path, length=50)
-    torch.testing.assert_close(ours, oracle, atol=1e-4, rtol=0)
-    # another random draw (4 sequences, not the manifest's 10): the best head's score agrees to sampling noise
-    assert float(oracle.max()) == pytest.approx(manifest["runs"]["base"][-1]["metrics"]["induction_score"], abs=0.05)
-
     hooked = load(base_path, backend="native", device="cpu")
     names = [f"blocks.{l}.hook_resid_post" for l in range(hooked.summary.n_layers)]
     acts = {}
@@ -338,7 +358,29 @@ def test_full_zoo_behaviour_reproduces_independently(zoo: Path) -> None:
                        torch.tensor(labels).bool())
     by_layer = [mean_difference_accuracy(a, acts["train"][1], b, acts["test"][1])
                 for a, b in zip(acts["train"][0], acts["test"][0])]
-    assert by_layer == pytest.approx(manifest["runs"]["base"][-1]["metrics"]["truth_accuracy_by_layer"], abs=1 / 64)
+    return {"induction_oracle": oracle, "induction_ours": ours, "truth_by_layer": by_layer}
+
+
+@pytest.mark.zoo
+@pytest.mark.parametrize("name", [_not_yet("induction_final"), _not_yet("truth_accuracy")])
+def test_full_zoo_thresholds_hold_when_remeasured(remeasured: dict[str, Any], name: str) -> None:
+    if name == "induction_final":
+        assert remeasured["induction_oracle"].max() > 0.7
+    else:
+        assert max(remeasured["truth_by_layer"]) >= 0.9
+
+
+@pytest.mark.zoo
+def test_full_zoo_behaviour_reproduces_independently(zoo: Path, remeasured: dict[str, Any]) -> None:
+    """Re-measure the last base and chat checkpoints with independent code paths (native backend, HF generate)."""
+    manifest = read_manifest(zoo)
+    chat_path = zoo / manifest["runs"]["chat"][-1]["path"]
+    oracle = remeasured["induction_oracle"]
+    torch.testing.assert_close(remeasured["induction_ours"], oracle, atol=1e-4, rtol=0)
+    # another random draw (4 sequences, not the manifest's 10): the best head's score agrees to sampling noise
+    assert float(oracle.max()) == pytest.approx(manifest["runs"]["base"][-1]["metrics"]["induction_score"], abs=0.05)
+    assert remeasured["truth_by_layer"] == pytest.approx(
+        manifest["runs"]["base"][-1]["metrics"]["truth_accuracy_by_layer"], abs=1 / 64)
 
     model, tok = _hf(chat_path)
     harmful, harmless = data.refusal_requests("test")
