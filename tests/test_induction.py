@@ -330,7 +330,6 @@ def test_zoo_base_run_scores_agree(zoo_base_scores: tuple[Any, list[dict[str, An
 
 
 @pytest.mark.zoo
-@pytest.mark.xfail(strict=True, reason="the zoo's base run forms no induction head yet (issue #3)")
 def test_zoo_base_run_formation(zoo_base_scores: tuple[Any, list[dict[str, Any]]]) -> None:
     """The formation step lies strictly inside the run and at the drop of the loss on repeated tokens, which the
     zoo measured from the Hugging Face models (independent code)."""

@@ -44,7 +44,10 @@ class ZooSpec:
 
 FULL = ZooSpec(
     model=ModelSpec(d_model=256, n_layers=4, n_heads=8, d_mlp=512),
-    base=TrainSpec(steps=800, batch_size=32, seq_len=128, lr=2e-3, warmup=50, n_checkpoints=11),
+    # 13 + 4 checkpoints of 11.4 MB keep the zoo under 200 MB; starting the log spacing at step 10 puts one (717)
+    # inside the induction head's formation (steps ~550-750), so the formation step is seen inside the run.
+    base=TrainSpec(steps=1100, batch_size=32, seq_len=128, lr=2e-3, warmup=30, n_checkpoints=13, first_log_step=10,
+                   late_mix_from=700),
     chat=TrainSpec(steps=200, batch_size=32, seq_len=128, lr=5e-4, warmup=10, n_checkpoints=4, pretraining_rows=8),
 )
 QUICK = ZooSpec(
@@ -75,7 +78,7 @@ def _last(run: str, metric: str) -> Callable[[dict[str, list[dict[str, Any]]]], 
     return lambda runs: runs[run][-1]["metrics"][metric]
 
 
-EARLY = 3  # the first checkpoints of the base run (steps 0, 1, 2): no induction head yet
+EARLY = 3  # the first checkpoints of the base run (steps 0, 10, 15 in the full zoo): no induction head yet
 
 THRESHOLDS: dict[str, Threshold] = {
     "induction_early": Threshold("best induction score at the first base checkpoints", "<=", 0.2,

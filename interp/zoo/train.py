@@ -6,6 +6,7 @@ can start anywhere: the models work with or without a leading BOS. Chat training
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import random
@@ -47,15 +48,19 @@ class TrainSpec:
     seq_len: int
     lr: float
     n_checkpoints: int
+    first_log_step: int = 1  # the first checkpoint after step 0; the rest are spaced evenly in log(step) from it
     warmup: int = 0
     min_lr_ratio: float = 0.1
     weight_decay: float = 0.1
     pretraining_rows: int = 0  # chat runs: rows per batch drawn from the pre-training stream (keeps knowledge)
+    late_mix_from: int | None = None  # base runs: steps after this many draw documents from corpus.LATE_PRETRAINING_MIX
 
     def checkpoint_steps(self) -> list[int]:
-        """Step 0, then `n_checkpoints - 1` steps spaced evenly in log(step) from 1 up to `steps`, all distinct."""
-        n_log = self.n_checkpoints - 1
-        wanted = [round(self.steps ** (i / (n_log - 1))) for i in range(n_log)] if n_log > 1 else [self.steps]
+        """Step 0, then `n_checkpoints - 1` steps spaced evenly in log(step) from `first_log_step` up to `steps`, all
+        distinct."""
+        n_log, first = self.n_checkpoints - 1, self.first_log_step
+        wanted = [round(first * (self.steps / first) ** (i / (n_log - 1))) for i in range(n_log)] if n_log > 1 \
+            else [self.steps]
         steps = [0]
         for step in wanted:
             steps.append(max(step, steps[-1] + 1))
@@ -107,12 +112,12 @@ def _windows(stream: Iterator[tuple[list[int], list[bool]]], seq_len: int) -> It
             ids, mask = ids[seq_len:], mask[seq_len:]
 
 
-def _pretraining_docs(rng: random.Random, tokenizer: PreTrainedTokenizerFast,
+def _pretraining_docs(rng: random.Random, tokenizer: PreTrainedTokenizerFast, mix: dict[str, tuple[int, corpus.Doc]],
                       chunk: int = 64) -> Iterator[tuple[list[int], list[bool]]]:
     words = corpus.words()
     bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
     while True:
-        docs = [corpus.pretraining_document(rng, words) for _ in range(chunk)]
+        docs = [corpus.pretraining_document(rng, words, mix) for _ in range(chunk)]
         for ids in tokenizer(docs, add_special_tokens=False)["input_ids"]:
             seq = [bos, *ids, eos]
             yield seq, [True] * len(seq)
@@ -132,9 +137,13 @@ def _chat_docs(rng: random.Random, tokenizer: PreTrainedTokenizerFast,
 def batches(kind: str, spec: TrainSpec, tokenizer: PreTrainedTokenizerFast, seed: int) -> Iterator[Batch]:
     """Endless batches for a "base" (pre-training) or "chat" (answers only, plus pre-training rows) run."""
     rng = random.Random(seed)
-    pretrain = _windows(_pretraining_docs(random.Random(rng.random()), tokenizer), spec.seq_len)
+    pretrain = _windows(_pretraining_docs(random.Random(rng.random()), tokenizer, corpus.PRETRAINING_MIX), spec.seq_len)
     chat = _windows(_chat_docs(random.Random(rng.random()), tokenizer), spec.seq_len) if kind == "chat" else None
-    while True:
+    late = _windows(_pretraining_docs(random.Random(rng.random()), tokenizer, corpus.LATE_PRETRAINING_MIX),
+                    spec.seq_len) if kind == "base" and spec.late_mix_from is not None else None
+    for step in itertools.count():
+        if late is not None and step == spec.late_mix_from:
+            pretrain = late
         rows = ([next(chat) for _ in range(spec.batch_size - spec.pretraining_rows)]
                 + [next(pretrain) for _ in range(spec.pretraining_rows)]) if chat else \
             [next(pretrain) for _ in range(spec.batch_size)]
