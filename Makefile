@@ -23,7 +23,7 @@ zoo: install
 demo: install
 	$(PY) -m interp.demo
 
-# Everything, the full-zoo behaviour tests included (the first run builds the full zoo, about 11 minutes on 2 cores,
+# Everything, the full-zoo behaviour tests included (the first run builds the full zoo, about 14 minutes on 2 cores,
 # cached per code hash); thresholds the zoo does not meet yet are strict xfails (tests/test_zoo.py NOT_YET).
 test: install
 	$(PY) -m pytest -q

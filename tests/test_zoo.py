@@ -333,7 +333,8 @@ def test_full_zoo_layout_and_size(zoo: Path) -> None:
     assert set(manifest["thresholds"]) == set(THRESHOLDS)
 
 
-# The issue's thresholds, written out here (not read from interp.zoo.build) so a wrong limit there is caught.
+# The issue's thresholds, written out here (not read from interp.zoo.build) so a wrong limit there is caught. The
+# issue asks only that the repeated-half loss "falls with" the induction score; halving it is this project's bar.
 ISSUE_THRESHOLDS: dict[str, tuple[str, float, Callable[[list, list], float]]] = {
     "induction_early": ("<=", 0.2, lambda b, c: max(x["metrics"]["induction_score"] for x in b[:3])),
     "induction_final": (">=", 0.7, lambda b, c: b[-1]["metrics"]["induction_score"]),
