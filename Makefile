@@ -24,7 +24,7 @@ demo: install
 	$(PY) -m interp.demo
 
 # Everything, the full-zoo behaviour tests included (the first run builds the full zoo, about 14 minutes on 2 cores,
-# cached per code hash); thresholds the zoo does not meet yet are strict xfails (tests/test_zoo.py NOT_YET).
+# cached per code hash); every threshold of the zoo issue is asserted (tests/test_zoo.py).
 test: install
 	$(PY) -m pytest -q
 

@@ -105,6 +105,14 @@ def test_truth_steering_and_nie_match_hugging_face(quick_pair: dict[str, NativeM
                                                                 abs=1e-6)
 
 
+def test_default_steering_layers_follow_du_and_never_only_the_last_layer() -> None:
+    from interp.finetuning.truth import default_intervene_layers
+
+    assert default_intervene_layers(12, 32) == [8, 9, 10, 11, 12]  # Du et al.: layers 8..12 of 32
+    assert default_intervene_layers(3, 4) == [2, 3]  # L/8 = 0: a steer at the last layer alone cannot act
+    assert default_intervene_layers(0, 4) == [0]
+
+
 def test_truth_directions_match_hidden_states(quick_pair: dict[str, NativeModel], hf_models: dict[str, Any]) -> None:
     from interp.finetuning.truth import statement_acts
 
@@ -335,6 +343,9 @@ def zoo_chat(zoo: Path) -> tuple[NativeModel, Any, torch.Tensor, int]:
 
 
 @pytest.mark.zoo
+@pytest.mark.xfail(strict=True, reason="on the 1800-step zoo (code hash 62075122) ablating the chat model's "
+                   "difference-in-means direction of any layer or position (-1..-4) at every layer leaves refusal at "
+                   "1.0 of 32 held-out harmful requests (the 1100-step zoo: 0.01); adding it still induces refusal")
 def test_zoo_ablating_refusal_direction_lowers_refusal(zoo_chat: tuple[NativeModel, Any, torch.Tensor, int]) -> None:
     from interp.finetuning.refusal import refusal_score
     from interp.zoo.data import is_refusal

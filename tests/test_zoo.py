@@ -32,7 +32,11 @@ def tokenizer():
 
 @pytest.fixture(scope="module")
 def corpus_sample() -> list[str]:
-    return data.pretraining_text(3000, seed=7)
+    """Documents of both pre-training mixes (the late one adds true/false verdicts)."""
+    rng = random.Random(7)
+    return data.pretraining_text(2000, seed=7) + [corpus.pretraining_document(rng, corpus.words(),
+                                                                              corpus.LATE_PRETRAINING_MIX)
+                                                  for _ in range(2000)]
 
 
 def _hf(path: Path):
@@ -56,11 +60,23 @@ def test_splits_are_disjoint() -> None:
 
 def test_truth_statements_are_labelled_by_the_world() -> None:
     statements = data.truth_statements("test")
-    assert len(statements) >= 100 and {label for _, label in statements} == {0, 1}
+    # each held-out subject (one of each object's four) stated once truly and once falsely
+    assert len(statements) == 2 * sum(len(world.subjects(r, "test")) for r in world.RELATIONS) == 64
+    assert {label for _, label in statements} == {0, 1}
     for text, label in statements:
         relation = world.CITY if text.startswith("The city of") else world.PERSON
         subject = text.split()[3] if relation is world.CITY else text.split()[0]
         assert (text.rstrip(".").split()[-1] == relation.object_of(subject)) == bool(label)
+
+
+def test_answers_never_restate_the_canonical_statement() -> None:
+    """Question-answer text is about quizzed subjects only: were its answers the truth statements' canonical phrasing,
+    those statements would be more familiar for quizzed subjects than for held-out ones."""
+    for relation in world.RELATIONS:
+        for subject, obj in relation.facts():
+            canonical = world.fill(relation.phrasings[0], subject, obj)
+            for question, answer in relation.questions:
+                assert canonical not in world.fill(answer, subject, obj), (relation.name, answer)
 
 
 def test_truth_pairs_have_equal_length_and_differ_in_the_subject_only(tokenizer) -> None:
@@ -81,16 +97,18 @@ def test_held_out_material_never_appears_in_the_corpus(corpus_sample: list[str])
         assert f"{prompt} {answer}." not in text
     for statement, _ in data.truth_statements("test"):
         assert f"{statement} {corpus.QUIZ_SUFFIX}" not in text
+        assert f"{statement} TRUE." not in text and f"{statement} FALSE." not in text
     for question, _ in data.fact_questions("test"):
         assert f"Question: {question}" not in text and f"User: {question}" not in chat
     for request in sum(data.refusal_requests("test"), []):
         assert request not in text and request not in chat
     assert "This statement is: TRUE" in text and "This statement is: FALSE" in text  # the quizzes are there
+    assert ". TRUE." in text and ". FALSE." in text  # and the verdicts
 
 
 def test_refusals_are_taught_only_in_chat() -> None:
     rng = random.Random(1)
-    for kind, (_, document) in corpus.PRETRAINING_MIX.items():
+    for kind, (_, document) in {**corpus.PRETRAINING_MIX, **corpus.LATE_PRETRAINING_MIX}.items():
         if kind != "induction":  # random words: any word may follow a full stop there
             docs = [document(rng, []) for _ in range(300)]
             assert not any(data.is_refusal(part) for doc in docs for part in re.split(r"(?<=[.?:]) ", doc)), kind
@@ -175,8 +193,26 @@ def test_repeated_spans_reach_further_in_the_late_mix() -> None:
                    for mix in (corpus.PRETRAINING_MIX, corpus.LATE_PRETRAINING_MIX))
     assert min(early) >= 5 and max(early) == 30
     assert min(late) >= 5 and max(late) == 60 and sum(p > 30 for p in late) > 100
-    assert {k: w for k, (w, _) in corpus.PRETRAINING_MIX.items()} == {k: w for k, (w, _) in
-                                                                     corpus.LATE_PRETRAINING_MIX.items()}
+    assert {k: w for k, (w, _) in corpus.PRETRAINING_MIX.items()} == {
+        k: w for k, (w, _) in corpus.LATE_PRETRAINING_MIX.items() if k != "verdicts"}
+
+
+def test_late_verdicts_state_quiz_subjects_with_their_verdict_after_the_full_stop() -> None:
+    """Late verdict documents are "<canonical statement> TRUE." / "FALSE." items about train (quizzed) subjects only,
+    labelled by the world, about half true, and most of the late mix."""
+    rng = random.Random(0)
+    weight, document = corpus.LATE_PRETRAINING_MIX["verdicts"]
+    items = re.findall(r"(.+?\.) (TRUE|FALSE)\.", " ".join(document(rng, []) for _ in range(300)))
+    assert len(items) > 1000 and 0.4 < sum(v == "TRUE" for _, v in items) / len(items) < 0.6
+    for statement, verdict in items:
+        statement = statement.strip()
+        relation = world.CITY if statement.startswith("The city of") else world.PERSON
+        subject = statement.split()[3] if relation is world.CITY else statement.split()[0]
+        assert subject in world.subjects(relation, "train")
+        assert statement == corpus.statement(relation, subject, statement.rstrip(".").split()[-1])
+        assert (statement.rstrip(".").split()[-1] == relation.object_of(subject)) == (verdict == "TRUE")
+    assert "verdicts" not in corpus.PRETRAINING_MIX
+    assert weight / sum(w for w, _ in corpus.LATE_PRETRAINING_MIX.values()) > 0.5
 
 
 def test_base_batches_switch_to_the_late_mix_after_its_step(tokenizer) -> None:
@@ -204,6 +240,32 @@ def test_build_is_deterministic_whatever_the_thread_count(tmp_path: Path, monkey
                 for m in manifests)
     assert one == two
     assert len({c["sha256"] for c in manifests[0]["runs"]["base"]}) == 3  # the weights do change
+
+
+def test_training_steps_run_under_bfloat16_autocast_at_any_thread_count(tokenizer,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Full-zoo sizes (where the bfloat16 kernels split work by thread): losses computed under autocast, float32
+    weights, and the same weights bit for bit with one thread or two."""
+    from interp.zoo.build import FULL
+
+    autocast = []
+
+    def loss(*args: Any) -> torch.Tensor:
+        autocast.append(torch.is_autocast_enabled("cpu"))
+        return next_token_loss(*args)
+
+    next_token_loss = zoo_train.next_token_loss
+    monkeypatch.setattr(zoo_train, "next_token_loss", loss)
+    monkeypatch.setattr(zoo_train, "balance_threads", lambda: None)
+    spec = dataclasses.replace(FULL.base, steps=2, n_checkpoints=2, first_log_step=1, warmup=1)
+    weights = []
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        model = zoo_train.new_model(FULL.model, tokenizer, seed=0)
+        zoo_train.train(model, zoo_train.batches("base", spec, tokenizer, seed=0), spec, lambda *_: None, desc="t")
+        weights.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+    assert autocast == [True] * 4
+    assert weights[0].dtype == torch.float32 and torch.equal(weights[0], weights[1])
 
 
 # --- measurements against independent oracles ---------------------------------------------------------------------
@@ -321,10 +383,6 @@ def test_zoo_commands(zoo_quick: Path, tmp_path: Path) -> None:
 
 # --- the full zoo -------------------------------------------------------------------------------------------------
 
-# Thresholds the full zoo does not meet yet (issue #3): strict, so the day one passes the marker must go.
-NOT_YET = {"truth_accuracy": "no linear truth direction on held-out subjects yet"}
-
-
 @pytest.mark.zoo
 def test_full_zoo_layout_and_size(zoo: Path) -> None:
     manifest = _check_layout(zoo)
@@ -349,12 +407,8 @@ ISSUE_THRESHOLDS: dict[str, tuple[str, float, Callable[[list, list], float]]] = 
 }
 
 
-def _not_yet(name: str) -> Any:
-    return pytest.param(name, marks=pytest.mark.xfail(strict=True, reason=NOT_YET[name])) if name in NOT_YET else name
-
-
 @pytest.mark.zoo
-@pytest.mark.parametrize("name", [_not_yet(n) for n in ISSUE_THRESHOLDS])
+@pytest.mark.parametrize("name", list(ISSUE_THRESHOLDS))
 def test_full_zoo_threshold(zoo: Path, name: str) -> None:
     """Each behaviour the issue asks of the zoo, recomputed from the manifest's per-checkpoint metrics and checked
     against the issue's limit; the manifest's own verdict must agree."""
@@ -389,7 +443,7 @@ def remeasured(zoo: Path) -> dict[str, Any]:
 
 
 @pytest.mark.zoo
-@pytest.mark.parametrize("name", [_not_yet("induction_final"), _not_yet("truth_accuracy")])
+@pytest.mark.parametrize("name", ["induction_final", "truth_accuracy"])
 def test_full_zoo_thresholds_hold_when_remeasured(remeasured: dict[str, Any], name: str) -> None:
     if name == "induction_final":
         assert remeasured["induction_oracle"].max() > 0.7

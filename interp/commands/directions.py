@@ -142,7 +142,7 @@ def truth(
     probe_layer: Optional[int] = typer.Option(None, help="Layer whose direction is used for steering (default: best "
                                                          "training accuracy)."),
     intervene_layers: Optional[str] = typer.Option(None, help="Layers to steer, e.g. 8,9,10,11,12 (default: the probe "
-                                                              "layer and the n_layers/8 before it)."),
+                                                              "layer and the n_layers/8 before it, at least one)."),
     coeff: float = typer.Option(1.0, help="Steering coefficient on the mean difference."),
     n_steer: int = typer.Option(200, help="Held-out statements used for steering."),
     batch_size: int = typer.Option(32, help="Prompts per batch."),

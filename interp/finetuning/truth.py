@@ -12,7 +12,8 @@ NIE_T->F = (PD_int - PD)/(-1 - PD), NIE_F->T = (PD_int - PD)/(1 - PD). Four cond
 own and with the other's direction.
 Deviations: few-shot examples are drawn from the training statements (the reference ships fixed ones per dataset);
 `probe_layer` defaults to the layer where both models' probes fit the training statements best (the reference
-hand-picks one per model family).
+hand-picks one per model family); steering always includes a layer below the probe layer (Du's L/8 is 0 layers in a
+model of fewer than 8), since a steer at the last layer cannot reach the answer position.
 """
 
 from __future__ import annotations
@@ -100,6 +101,12 @@ def probability_difference(model: HookedModel, queries: Sequence[str], hooks: Se
     return probs[:, t] - probs[:, f]
 
 
+def default_intervene_layers(probe_layer: int, n_layers: int) -> list[int]:
+    """The probe layer and the `n_layers // 8` layers before it (Du et al.), at least one: a steer at the last layer's
+    output at the statement's tokens cannot reach the answer position, so it alone would give NIE 0 by construction."""
+    return list(range(max(0, probe_layer - max(1, n_layers // 8)), probe_layer + 1))
+
+
 def nie(pd_int: Float[Tensor, "..."], pd_base: Float[Tensor, "..."], target: float) -> Float[Tensor, "..."]:
     """Du et al.'s normalised indirect effect: (PD_int - PD_base) / (target - PD_base), target -1 (T->F) or +1."""
     return (pd_int - pd_base) / (target - pd_base)
@@ -160,7 +167,7 @@ def truth_directions(
     """Directions, probes, cosines and the four steering NIEs for `models = {"base": ..., "post": ...}`.
 
     Directions are read at `blocks.{l}.hook_{hook}`, token `pos` from the end of each bare statement.
-    `intervene_layers` defaults to the probe layer and the L/8 layers before it (Du: 8..12 of 32);
+    `intervene_layers` defaults to the probe layer and the L/8 layers before it (Du: 8..12 of 32), at least one;
     `n_steer` caps the held-out statements used for steering (None = all).
     """
     labels = {"train": torch.tensor([s.label for s in train]), "test": torch.tensor([s.label for s in test])}
@@ -179,7 +186,7 @@ def truth_directions(
         train_acc = torch.stack([probes[m].accuracy(acts[m]["train"], labels["train"]) for m in ROLES])
         probe_layer = int(train_acc.mean(0).argmax())
     if intervene_layers is None:
-        intervene_layers = list(range(max(0, probe_layer - n_layers // 8), probe_layer + 1))
+        intervene_layers = default_intervene_layers(probe_layer, n_layers)
 
     shots = few_shot_lines(train, n_shots, seed)
     steer = list(test if n_steer is None else random.Random(seed).sample(list(test), min(n_steer, len(test))))

@@ -44,9 +44,10 @@ class ZooSpec:
 
 FULL = ZooSpec(
     model=ModelSpec(d_model=256, n_layers=4, n_heads=8, d_mlp=512),
-    # 13 + 4 checkpoints of 11.4 MB keep the zoo under 200 MB; starting the log spacing at step 10 puts one (717)
-    # inside the induction head's formation (steps ~550-750), so the formation step is seen inside the run.
-    base=TrainSpec(steps=1100, batch_size=32, seq_len=128, lr=2e-3, warmup=30, n_checkpoints=13, first_log_step=10,
+    # 13 + 4 checkpoints of 11.4 MB keep the zoo under 200 MB; starting the log spacing at step 10 puts one (700)
+    # inside the induction head's formation (steps ~600-800), so the formation step is seen inside the run. The late
+    # mix (from step 700) adds dense true/false verdicts, learned ~400 steps later and generalised by step ~1500.
+    base=TrainSpec(steps=1800, batch_size=32, seq_len=128, lr=2e-3, warmup=30, n_checkpoints=13, first_log_step=10,
                    late_mix_from=700),
     chat=TrainSpec(steps=200, batch_size=32, seq_len=128, lr=5e-4, warmup=10, n_checkpoints=4, pretraining_rows=8),
 )

@@ -48,6 +48,16 @@ def _quiz_item(rng: random.Random) -> str:
     return quiz_line(statement(relation, subject, obj), true)
 
 
+def _verdict_item(rng: random.Random) -> str:
+    """A statement about a quiz subject with its verdict right after the full stop ("... is in Peru. FALSE."): the
+    residual at the statement's last token, which truth probes read, is where the verdict is predicted."""
+    relation = rng.choice(world.RELATIONS)
+    subject = rng.choice(world.subjects(relation, "train"))
+    true = rng.random() < 0.5
+    obj = relation.object_of(subject) if true else rng.choice(world.false_objects(relation, subject))
+    return f"{statement(relation, subject, obj)} {VERDICTS[true]}."
+
+
 def _qa_item(rng: random.Random) -> str:
     question, answer = fact_question(rng, "train")
     return f"Question: {question} Answer: {answer}"
@@ -102,7 +112,10 @@ PRETRAINING_MIX: dict[str, tuple[int, Doc]] = {
 }
 # Late in the base run (`TrainSpec.late_mix_from`) spans reach 60 words: the head that formed on short spans then
 # learns to reach back as far as the 50-token repeats it is measured on. Long spans from the start delay its forming.
-LATE_PRETRAINING_MIX: dict[str, tuple[int, Doc]] = {**PRETRAINING_MIX, "induction": (40, _repeated_span(60))}
+# Dense true/false verdicts join then too: while the facts are still being learned no verdict format was ever learned;
+# once they are known a verdict right after the full stop is, the faster the denser (docs/zoo-experiments.md).
+LATE_PRETRAINING_MIX: dict[str, tuple[int, Doc]] = {**PRETRAINING_MIX, "induction": (40, _repeated_span(60)),
+                                                    "verdicts": (220, _joined(_verdict_item, 4, 8))}
 
 
 def pretraining_document(rng: random.Random, words: Sequence[str],

@@ -95,7 +95,10 @@ PERSON = Relation(
         "Everyone knows {s} as a {o}.",
         "{s} has always been a {o}.",
     ),
-    questions=(("What does {s} do?", "{s} works as a {o}."), ("What is the job of {s}?", "{s} works as a {o}.")),
+    # Not the canonical phrasing: answers about the quizzed subjects would make their true statements more familiar
+    # than the held-out subjects', and familiarity would pass for truth (docs/zoo-experiments.md).
+    questions=(("What does {s} do?", "{s} is employed as a {o}."),
+               ("What is the job of {s}?", "{s} is employed as a {o}.")),
 )
 
 RELATIONS: tuple[Relation, ...] = (CITY, PERSON)
@@ -130,9 +133,14 @@ def train_phrasings(relation: Relation, subject: str) -> list[str]:
     return [p for i, p in enumerate(relation.phrasings) if i != held]
 
 
+# Three of each object's four subjects are quizzed: with only two, the verdicts learned for the quizzed subjects reached
+# 0.83 on the others, with three 0.95 (docs/zoo-experiments.md).
+QUIZZED_PER_OBJECT = 3
+
+
 @cache
 def split_subjects() -> dict[str, dict[str, tuple[str, ...]]]:
-    """relation -> {"train": subjects, "test": subjects}; half of each object's subjects per split.
+    """relation -> {"train": subjects, "test": subjects}: `QUIZZED_PER_OBJECT` of each object's four subjects train.
 
     Train subjects appear in truth quizzes and question-answer text; test subjects never do (their facts are still
     stated in the corpus), so truth probes and question answering are measured on unseen subjects.
@@ -144,9 +152,8 @@ def split_subjects() -> dict[str, dict[str, tuple[str, ...]]]:
         for subjects in relation.objects.values():
             chosen = list(subjects)
             rng.shuffle(chosen)
-            half = len(chosen) // 2
-            train += chosen[:half]
-            test += chosen[half:]
+            train += chosen[:QUIZZED_PER_OBJECT]
+            test += chosen[QUIZZED_PER_OBJECT:]
         out[relation.name] = {"train": tuple(train), "test": tuple(test)}
     return out
 
