@@ -343,7 +343,7 @@ def zoo_chat(zoo: Path) -> tuple[NativeModel, Any, torch.Tensor, int]:
 
 
 @pytest.mark.zoo
-@pytest.mark.xfail(strict=True, reason="on the 1800-step zoo (code hash 62075122) ablating the chat model's "
+@pytest.mark.xfail(strict=True, reason="on the 1800-step zoo ablating the chat model's "
                    "difference-in-means direction of any layer or position (-1..-4) at every layer leaves refusal at "
                    "1.0 of 32 held-out harmful requests (the 1100-step zoo: 0.01); adding it still induces refusal")
 def test_zoo_ablating_refusal_direction_lowers_refusal(zoo_chat: tuple[NativeModel, Any, torch.Tensor, int]) -> None:

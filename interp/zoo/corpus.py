@@ -40,22 +40,24 @@ def quiz_line(statement_text: str, true: bool) -> str:
     return f"{statement_text} {QUIZ_SUFFIX} {VERDICTS[true]}"
 
 
-def _quiz_item(rng: random.Random) -> str:
+def _judged_statement(rng: random.Random) -> tuple[str, bool]:
+    """A canonical statement about a quizzed (train) subject, true or false with even odds, and whether it is true."""
     relation = rng.choice(world.RELATIONS)
     subject = rng.choice(world.subjects(relation, "train"))
     true = rng.random() < 0.5
     obj = relation.object_of(subject) if true else rng.choice(world.false_objects(relation, subject))
-    return quiz_line(statement(relation, subject, obj), true)
+    return statement(relation, subject, obj), true
+
+
+def _quiz_item(rng: random.Random) -> str:
+    return quiz_line(*_judged_statement(rng))
 
 
 def _verdict_item(rng: random.Random) -> str:
     """A statement about a quiz subject with its verdict right after the full stop ("... is in Peru. FALSE."): the
     residual at the statement's last token, which truth probes read, is where the verdict is predicted."""
-    relation = rng.choice(world.RELATIONS)
-    subject = rng.choice(world.subjects(relation, "train"))
-    true = rng.random() < 0.5
-    obj = relation.object_of(subject) if true else rng.choice(world.false_objects(relation, subject))
-    return f"{statement(relation, subject, obj)} {VERDICTS[true]}."
+    text, true = _judged_statement(rng)
+    return f"{text} {VERDICTS[true]}."
 
 
 def _qa_item(rng: random.Random) -> str:
