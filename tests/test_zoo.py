@@ -58,15 +58,21 @@ def test_splits_are_disjoint() -> None:
         assert not set(world.subjects(relation, "train")) & set(world.subjects(relation, "test"))
 
 
+def _parse(statement: str) -> tuple[world.Relation, str, str]:
+    """The relation, subject and object of a canonical statement."""
+    relation = world.CITY if statement.startswith("The city of") else world.PERSON
+    subject = statement.split()[3] if relation is world.CITY else statement.split()[0]
+    return relation, subject, statement.rstrip(".").split()[-1]
+
+
 def test_truth_statements_are_labelled_by_the_world() -> None:
     statements = data.truth_statements("test")
     # each held-out subject (one of each object's four) stated once truly and once falsely
     assert len(statements) == 2 * sum(len(world.subjects(r, "test")) for r in world.RELATIONS) == 64
     assert {label for _, label in statements} == {0, 1}
     for text, label in statements:
-        relation = world.CITY if text.startswith("The city of") else world.PERSON
-        subject = text.split()[3] if relation is world.CITY else text.split()[0]
-        assert (text.rstrip(".").split()[-1] == relation.object_of(subject)) == bool(label)
+        relation, subject, obj = _parse(text)
+        assert (obj == relation.object_of(subject)) == bool(label)
 
 
 def test_answers_never_restate_the_canonical_statement() -> None:
@@ -206,11 +212,10 @@ def test_late_verdicts_state_quiz_subjects_with_their_verdict_after_the_full_sto
     assert len(items) > 1000 and 0.4 < sum(v == "TRUE" for _, v in items) / len(items) < 0.6
     for statement, verdict in items:
         statement = statement.strip()
-        relation = world.CITY if statement.startswith("The city of") else world.PERSON
-        subject = statement.split()[3] if relation is world.CITY else statement.split()[0]
+        relation, subject, obj = _parse(statement)
         assert subject in world.subjects(relation, "train")
-        assert statement == corpus.statement(relation, subject, statement.rstrip(".").split()[-1])
-        assert (statement.rstrip(".").split()[-1] == relation.object_of(subject)) == (verdict == "TRUE")
+        assert statement == corpus.statement(relation, subject, obj)
+        assert (obj == relation.object_of(subject)) == (verdict == "TRUE")
     assert "verdicts" not in corpus.PRETRAINING_MIX
     assert weight / sum(w for w, _ in corpus.LATE_PRETRAINING_MIX.values()) > 0.5
 
@@ -249,21 +254,24 @@ def test_training_steps_run_under_bfloat16_autocast_at_any_thread_count(tokenize
     from interp.zoo.build import FULL
 
     autocast = []
+    original_loss = zoo_train.next_token_loss
 
     def loss(*args: Any) -> torch.Tensor:
         autocast.append(torch.is_autocast_enabled("cpu"))
-        return next_token_loss(*args)
+        return original_loss(*args)
 
-    next_token_loss = zoo_train.next_token_loss
     monkeypatch.setattr(zoo_train, "next_token_loss", loss)
     monkeypatch.setattr(zoo_train, "balance_threads", lambda: None)
     spec = dataclasses.replace(FULL.base, steps=2, n_checkpoints=2, first_log_step=1, warmup=1)
-    weights = []
-    for threads in (1, 2):
-        torch.set_num_threads(threads)
-        model = zoo_train.new_model(FULL.model, tokenizer, seed=0)
-        zoo_train.train(model, zoo_train.batches("base", spec, tokenizer, seed=0), spec, lambda *_: None, desc="t")
-        weights.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+    weights, threads_before = [], torch.get_num_threads()
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            model = zoo_train.new_model(FULL.model, tokenizer, seed=0)
+            zoo_train.train(model, zoo_train.batches("base", spec, tokenizer, seed=0), spec, lambda *_: None, desc="t")
+            weights.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+    finally:
+        torch.set_num_threads(threads_before)
     assert autocast == [True] * 4
     assert weights[0].dtype == torch.float32 and torch.equal(weights[0], weights[1])
 
