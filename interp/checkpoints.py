@@ -9,8 +9,10 @@ A single checkpoint directory is a run of one; a directory that is a checkpoint 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -202,3 +204,43 @@ def read_summary(path: str | Path) -> "ModelSummary":
     check_architecture(root, read_config(root))
     cfg = AutoConfig.from_pretrained(str(root), local_files_only=True)
     return summary_from_config(cfg, sum(math.prod(shape) for shape in weight_shapes(root).values()))
+
+
+def weights_sha256(path: str | Path) -> str:
+    """sha256 of a checkpoint's weight files (names and bytes): what a resumed sweep or a summary identifies it by.
+
+    Computed once per file state and kept in the user's cache directory, keyed by path, sizes and mtimes, so a
+    changed file is hashed again and an unchanged one costs a stat.
+    """
+    from interp.loading import weight_files
+
+    files = weight_files(path)
+    stats = [[f.name, f.stat().st_size, f.stat().st_mtime_ns] for f in files]
+    root = str(Path(path).resolve())
+    memo = user_cache_dir() / "weights-sha256" / (hashlib.sha256(root.encode()).hexdigest()[:32] + ".json")
+    try:
+        known = json.loads(memo.read_text())
+        if known.get("path") == root and known.get("files") == stats:
+            return str(known["sha256"])
+    except (OSError, ValueError, KeyError):
+        pass
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(file.name.encode() + b"\0")
+        with file.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    value = digest.hexdigest()
+    try:
+        from interp.results import atomic_write_json
+
+        atomic_write_json(memo, {"path": root, "files": stats, "sha256": value})
+    except OSError:  # a read-only cache directory only costs the hash next time
+        pass
+    return value
+
+
+def user_cache_dir() -> Path:
+    """`$INTERP_CACHE_DIR`, else `$XDG_CACHE_HOME/interp` (`~/.cache/interp`)."""
+    env = os.environ.get("INTERP_CACHE_DIR")
+    return Path(env) if env else Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "interp"

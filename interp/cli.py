@@ -18,6 +18,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    rich_markup_mode=None,  # help text is shown as written: `[checkpoint, layer]` is a shape, not markup
 )
 
 _STATE = {"debug": False}
@@ -62,9 +63,15 @@ def main(argv: list[str] | None = None) -> None:
     except typer.TyperException as err:  # usage errors: unknown option, missing argument, bad value
         ctx = getattr(err, "ctx", None)
         _fail(err.format_message() + (f" (fix: see '{ctx.command_path} --help')" if ctx is not None else ""))
-    except typer.Abort:
+    except (typer.Abort, KeyboardInterrupt):
         typer.echo("interrupted", err=True)
         sys.exit(130)
+    except Exception as err:  # a bug, not a user error: still one line, with the way to the traceback
+        if _STATE["debug"]:
+            raise
+        typer.echo(f"error: internal error {type(err).__name__}: {' '.join(str(err).split())[:300]} (fix: this is a "
+                   "bug in interp; rerun with --debug and report the traceback)", err=True)
+        sys.exit(1)
     sys.exit(code if isinstance(code, int) else 0)
 
 

@@ -48,9 +48,8 @@ def load(path: str | Path, *, backend: str = "transformer_lens", device: str | t
     """
     if backend not in BACKENDS:
         raise InterpError(f"unknown backend {backend!r}", fix=f"use one of {', '.join(BACKENDS)}")
-    root = checkpoint_dir(path)
-    check_architecture(root, read_config(root))
-    weight_shapes(root)  # every weight file readable, named if not
+    device, dtype = resolve_device(device), resolve_dtype(dtype)
+    root = verify_checkpoint(path)
     tokenizer = load_tokenizer(root)
     if step is None:
         from interp.checkpoints import step_of
@@ -58,7 +57,79 @@ def load(path: str | Path, *, backend: str = "transformer_lens", device: str | t
         step = step_of(root)
     module, name = BACKENDS[backend]
     cls = getattr(importlib.import_module(module), name)
-    return cls.from_dir(root, resolve_device(device), resolve_dtype(dtype), step, tokenizer=tokenizer)
+    return cls.from_dir(root, device, dtype, step, tokenizer=tokenizer)
+
+
+def verify_checkpoint(path: str | Path) -> Path:
+    """Every check that needs no tensor data, before any compute: config readable, architecture supported, weight
+    files readable, weights exactly those the config asks for (none missing, unexpected or reshaped), tokenizer
+    loadable. Returns the checkpoint directory. Finiteness is checked when the weights are read (`check_finite`)."""
+    root = checkpoint_dir(path)
+    key = (str(root.resolve()), tuple(sorted((f.name, f.stat().st_size, f.stat().st_mtime_ns)
+                                             for f in root.iterdir() if f.is_file())))
+    if key not in _VERIFIED:
+        check_architecture(root, read_config(root))
+        weight_shapes(root)  # every weight file readable, named if not
+        load_tokenizer(root)
+        _check_weights_match_config(root)
+        _VERIFIED.add(key)
+    return root
+
+
+_VERIFIED: set[tuple[str, tuple[tuple[str, int, int], ...]]] = set()  # checkpoints verified, keyed by file stats
+
+
+def _check_weights_match_config(root: Path) -> None:
+    """Build the model on the meta device from config.json and the weight headers: refuse any missing, unexpected or
+    reshaped tensor (Hugging Face would fill a missing one with random values)."""
+    from transformers import AutoModelForCausalLM
+
+    try:
+        with _quiet_transformers():
+            _, info = AutoModelForCausalLM.from_pretrained(str(root), device_map="meta", output_loading_info=True,
+                                                           ignore_mismatched_sizes=True, local_files_only=True)
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError) as err:
+        raise InterpError(f"{root}: config.json and the weights cannot be read together ({type(err).__name__}: "
+                          f"{' '.join(str(err).split())[:300]})", fix=_CHECKPOINT_FIX) from err
+    check_loading_info(root, info)
+
+
+def check_loading_info(root: Path, info: dict[str, Any]) -> None:
+    """Refuse a checkpoint whose weights do not match its config.json exactly (Hugging Face's loading report)."""
+    problems = [(f"{len(info.get('missing_keys') or ())} tensor(s) the config needs are missing",
+                 sorted(info.get("missing_keys") or ())),
+                (f"{len(info.get('mismatched_keys') or ())} tensor(s) have another shape than the config gives",
+                 sorted(f"{k} {tuple(a)} vs {tuple(b)}" for k, a, b in info.get("mismatched_keys") or ())),
+                (f"{len(info.get('unexpected_keys') or ())} tensor(s) the config does not describe",
+                 sorted(info.get("unexpected_keys") or ()))]
+    for what, names in problems:
+        if names:
+            raise InterpError(f"{root}: the weights do not match config.json: {what} (e.g. {names[0]})",
+                              fix="re-save the checkpoint with `model.save_pretrained(dir)`, or fix config.json "
+                                  "(layers, sizes) to match the weights")
+
+
+def check_finite(root: Path, model: torch.nn.Module) -> None:
+    """Refuse weights holding NaN or infinity, naming the first such tensor."""
+    for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise InterpError(f"{root}: weight {name} holds NaN or infinite values",
+                              fix="use an undamaged checkpoint (a diverged training step saves such weights)")
+
+
+class _quiet_transformers:
+    """Silence transformers' loading report while interp checks it itself."""
+
+    def __enter__(self) -> None:
+        from transformers.utils import logging
+
+        self.level = logging.get_verbosity()
+        logging.set_verbosity_error()
+
+    def __exit__(self, *exc: object) -> None:
+        from transformers.utils import logging
+
+        logging.set_verbosity(self.level)
 
 
 def checkpoint_dir(path: str | Path) -> Path:
@@ -146,9 +217,21 @@ def load_tokenizer(path: str | Path) -> Any:
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
     """The requested device, or CUDA when available, else CPU."""
-    if device is None:
+    if device is None or str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        device = torch.device(device)
+    except RuntimeError as err:
+        raise InterpError(f"unknown device {str(device)!r}", fix="use cpu, cuda, cuda:N or auto") from err
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InterpError(f"device {device} asked for, but this machine has no usable CUDA GPU",
+                          fix="use --device cpu (or auto)")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise InterpError(f"device {device} asked for, but this machine has {torch.cuda.device_count()} GPU(s)",
+                          fix="use cuda:0 ... or auto")
+    if device.type not in ("cpu", "cuda"):
+        raise InterpError(f"device {device} is not supported", fix="use cpu, cuda or auto")
+    return device
 
 
 def resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype:

@@ -1,14 +1,18 @@
 """The one results format: `results.safetensors`, `summary.json`, `report.html` in a directory.
 
-Every analysis command writes one; the app and the notebooks read them. Writes are atomic (temporary file,
-then rename), so an interrupted run never leaves a half-written file behind.
+Every analysis command writes one; the app and the notebooks read them. A results directory is written as a whole
+(into a sibling temporary directory, then renamed into place), so an interrupted run never leaves a mix of old and
+new files; files get the user's umask; `summary.json` is strict JSON; a non-finite tensor is refused, not written.
 """
 
 from __future__ import annotations
 
+import html
 import json
+import math
 import os
 import platform
+import shutil
 import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -20,6 +24,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from interp.errors import InterpError
+from interp.outdir import current_umask, replace_dir, scratch_dir, settings_hash
 
 TENSORS_FILE = "results.safetensors"
 SUMMARY_FILE = "summary.json"
@@ -54,6 +59,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
+        os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -67,15 +73,34 @@ def atomic_save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata_:
     os.close(fd)
     try:
         save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp, metadata=metadata_)
+        os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
 
 
+def strict_json(obj: Any) -> tuple[Any, list[str]]:
+    """`obj` with every non-finite float replaced by None (strict JSON has no NaN), and where each one was."""
+    found: list[str] = []
+
+    def clean(value: Any, where: str) -> Any:
+        if isinstance(value, float) and not math.isfinite(value):
+            found.append(where or "(top)")
+            return None
+        if isinstance(value, dict):
+            return {k: clean(v, f"{where}.{k}" if where else str(k)) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [clean(v, f"{where}[{i}]") for i, v in enumerate(value)]
+        return value
+
+    return clean(obj, ""), found
+
+
 def atomic_write_json(path: Path, obj: Any) -> None:
-    """JSON with a stable layout, written atomically."""
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, default=str) + "\n").encode())
+    """Strict JSON (non-finite numbers as null) with a stable layout, written atomically."""
+    cleaned, _ = strict_json(obj)
+    atomic_write_bytes(path, (json.dumps(cleaned, indent=2, default=str, allow_nan=False) + "\n").encode())
 
 
 ANALYSES = ("patch", "truth", "refusal", "knowledge", "tuco", "induction", "gradients")
@@ -89,22 +114,37 @@ def write_results(
     title: str = "interp report",
     *,
     analysis: str,
+    settings: dict[str, Any] | None = None,
 ) -> Path:
-    """Write a complete results directory and return its path.
+    """Write a complete results directory, as a whole, and return its path.
 
     `analysis` (one of `ANALYSES`) is recorded in the summary so the app knows which page shows it; provenance
-    (`versions`, `created`) is added too.
+    (`versions`, `created`) and the hash of `settings` (what `interp.outdir.check_out` compares on a rerun) are added.
     `figures` are plotly figures, stacked in `report.html` (plotly.js inlined once, so it opens offline).
+    A non-finite tensor is an `InterpError` naming it; non-finite summary numbers become null, listed under
+    `"non_finite"`.
     """
     if analysis not in ANALYSES:
         raise ValueError(f"unknown analysis {analysis!r}; expected one of {ANALYSES}")
+    for name, tensor in tensors.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise InterpError(f"the result {name!r} holds NaN or infinite values; nothing was written",
+                              fix="check the inputs for degenerate prompts or checkpoints (rerun with --debug)")
+    full = {"analysis": analysis, "settings_sha256": settings_hash(settings or {}), "versions": package_versions(),
+            "created": datetime.now(timezone.utc).isoformat(), **summary}
+    full, non_finite = strict_json(full)
+    if non_finite:
+        full["non_finite"] = {"note": "these values were NaN or infinite and are written as null", "keys": non_finite}
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_save_tensors(out / TENSORS_FILE, tensors)
-    full = {"analysis": analysis, "versions": package_versions(), "created": datetime.now(timezone.utc).isoformat(),
-            **summary}
-    atomic_write_json(out / SUMMARY_FILE, full)
-    atomic_write_bytes(out / REPORT_FILE, render_report(list(figures), title).encode())
+    tmp = scratch_dir(out)
+    try:
+        atomic_save_tensors(tmp / TENSORS_FILE, tensors)
+        atomic_write_json(tmp / SUMMARY_FILE, full)
+        atomic_write_bytes(tmp / REPORT_FILE, render_report(list(figures), title).encode())
+        replace_dir(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     return out
 
 
@@ -114,6 +154,7 @@ def render_report(figures: list[Any], title: str) -> str:
     for i, fig in enumerate(figures):
         parts.append(fig.to_html(full_html=False, include_plotlyjs="inline" if i == 0 else False))
     body = "\n".join(parts) if parts else "<p>No figures.</p>"
+    title = html.escape(title)
     return (
         f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title></head>"
         f"<body style='font-family:sans-serif'><h1>{title}</h1>{body}</body></html>\n"

@@ -15,6 +15,7 @@ from typing import Callable
 import pytest
 import torch
 
+from clitools import assert_user_error, run
 from interp.cli import main
 from interp.errors import InterpError
 
@@ -22,30 +23,6 @@ REPO = Path(__file__).resolve().parents[1]
 INTERP = Path(sys.executable).parent / "interp"
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
 HOOK = "blocks.0.hook_resid_post"
-
-
-def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    """Run the CLI in this process: (exit status, stdout, stderr)."""
-    capsys.readouterr()  # drop what setup printed
-    with pytest.raises(SystemExit) as done:
-        main(argv)
-    out = capsys.readouterr()
-    return done.value.code, out.out, out.err
-
-
-def assert_user_error(result: tuple[int, str, str], *needles: str, after_progress: bool = False) -> None:
-    """Exit status 2 and one stderr line `error: ... (fix: ...)` naming what is wrong; no traceback.
-
-    With `after_progress` the error may follow progress bars of the work done before it was found.
-    """
-    code, _, err = result
-    assert code == 2, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 or after_progress and "error: " not in "".join(lines[:-1]), err
-    err = lines[-1]
-    assert err.startswith("error: ") and "(fix: " in err and "Traceback" not in err
-    for needle in needles:
-        assert needle in err, (needle, err)
 
 
 @pytest.fixture(scope="module")

@@ -21,12 +21,20 @@ SUPPORTED = ("GPT2LMHeadModel", "GPTNeoXForCausalLM", "LlamaForCausalLM", "Qwen2
 
 
 def load_hf_causal_lm(path: str | Path, dtype: torch.dtype | None = None) -> nn.Module:
-    """Load a local checkpoint directory with eager attention (the exact reference implementation)."""
+    """Load a local checkpoint directory with eager attention (the exact reference implementation).
+
+    Refuses weights that do not match config.json exactly (never a random init) and non-finite weights."""
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(
-        str(path), attn_implementation="eager", dtype=dtype or torch.float32, local_files_only=True
+    from interp.loading import check_finite, check_loading_info, verify_checkpoint
+
+    root = verify_checkpoint(path)
+    model, info = AutoModelForCausalLM.from_pretrained(
+        str(root), attn_implementation="eager", dtype=dtype or torch.float32, local_files_only=True,
+        output_loading_info=True,
     )
+    check_loading_info(root, info)
+    check_finite(root, model)
     return model.eval()
 
 
