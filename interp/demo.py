@@ -83,7 +83,8 @@ def main() -> None:
     files = write_inputs(OUT / "inputs")
 
     interp("patch", ZOO / "base", "--task", "data/tasks/facts.jsonl", "--out", OUT / "patch-base-facts")
-    interp("patch", ZOO / "chat", "--source", base_last, "--task", "data/tasks/refusal_cmap.jsonl",
+    # the chat run's first checkpoint is the base model itself (clean == corrupted there): patch the last one
+    interp("patch", chat_last, "--source", base_last, "--task", "data/tasks/refusal_cmap.jsonl",
            "--out", OUT / "patch-base-into-chat")
     interp("directions", "truth", base_last, chat_last, "--out", OUT / "truth")
     interp("directions", "refusal", base_last, chat_last, "--out", OUT / "refusal")

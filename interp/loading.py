@@ -85,7 +85,7 @@ def _check_weights_match_config(root: Path) -> None:
     from transformers import AutoModelForCausalLM
 
     try:
-        with _quiet_transformers():
+        with quiet_transformers():
             _, info = AutoModelForCausalLM.from_pretrained(str(root), device_map="meta", output_loading_info=True,
                                                            ignore_mismatched_sizes=True, local_files_only=True)
     except (OSError, ValueError, KeyError, TypeError, RuntimeError) as err:
@@ -117,19 +117,22 @@ def check_finite(root: Path, model: torch.nn.Module) -> None:
                               fix="use an undamaged checkpoint (a diverged training step saves such weights)")
 
 
-class _quiet_transformers:
-    """Silence transformers' loading report while interp checks it itself."""
+class quiet_transformers:
+    """Silence transformers' loading report and progress bars while interp checks the load itself."""
 
     def __enter__(self) -> None:
         from transformers.utils import logging
 
-        self.level = logging.get_verbosity()
+        self.level, self.bars = logging.get_verbosity(), logging.is_progress_bar_enabled()
         logging.set_verbosity_error()
+        logging.disable_progress_bar()
 
     def __exit__(self, *exc: object) -> None:
         from transformers.utils import logging
 
         logging.set_verbosity(self.level)
+        if self.bars:
+            logging.enable_progress_bar()
 
 
 def checkpoint_dir(path: str | Path) -> Path:

@@ -1,26 +1,36 @@
 """`interp patch`'s engine room: sweep every checkpoint of a run, resumably, and write one results directory.
 
-Each finished checkpoint is saved atomically under `DIR/partial/` with a fingerprint of the settings, so an
-interrupted sweep resumes from the last finished checkpoint and a changed setting starts afresh.
+Every input is checked before any model is loaded: the options, the output directory, every checkpoint (readable,
+weights matching config.json), the run's and the source's compatibility (architecture, shapes, tokenizer), and
+the task (degenerate lines, prompts longer than the context). Each finished checkpoint is saved atomically under
+`DIR/partial/` with a fingerprint of the settings, the task's tokens and the content of the checkpoints it read
+(weights and config), so an interrupted sweep resumes from the last finished checkpoint, and a changed setting or
+checkpoint is computed afresh.
 """
 
 from __future__ import annotations
 
 import hashlib
 import importlib
+import itertools
 import json
+import math
+import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from safetensors import safe_open
 from torch import Tensor
-from tqdm.auto import tqdm
 
-from interp.checkpoints import Checkpoint, discover
+from interp.checkpoints import Checkpoint, check_compatible, discover, read_summary, weights_sha256
 from interp.errors import InterpError
+from interp.loading import load_tokenizer, read_config, resolve_device, verify_checkpoint
+from interp.options import check_range
+from interp.outdir import check_out, write_partial_settings
+from interp.progress import progress
 from interp.results import atomic_save_tensors, write_results
 from patching.attribution import attribution_patch, compare
 from patching.engine import Patcher
@@ -28,8 +38,10 @@ from patching.metrics import AnswerProb, Custom, KLDivergence, LogitDiff, Metric
 from patching.report import site_heatmap, top_components
 from patching.sites import get_site
 from patching.tasks import Task, load_task
+from patching.variants import get_backend
 
 METRICS = ("logit_diff", "prob", "kl")
+_METRIC_FIX = f"use one of {', '.join(METRICS)}, or module:function naming a function of final-position logits"
 
 
 @dataclass(frozen=True)
@@ -43,14 +55,53 @@ class Settings:
     batch_size: int | None = None
     max_memory: int | None = None
     backend: str = "torch"
-    device: str = "cpu"
+    device: str = "cpu"  # cpu, cuda[:N] or auto
     attribution: bool = False  # also run attribution patching and report its correlation with exact patching
 
-    def fingerprint(self, task: Task, pairs: Sequence[tuple[Checkpoint, Checkpoint | None]]) -> str:
+    def checked(self) -> "Settings":
+        """These settings with duplicate sites dropped and the device resolved; an option that cannot work is an
+        `InterpError` naming it, before anything is read or computed."""
+        if not self.sites:
+            raise InterpError("no patching sites given", fix="pass e.g. --sites resid_pre,z")
+        for site in self.sites:
+            get_site(site)
+        if self.metric not in METRICS:
+            custom_metric(self.metric)
+        check_range("--batch-size", self.batch_size, low=1)
+        check_range("--max-memory", self.max_memory, low=1)
+        get_backend(self.backend)
+        return replace(self, sites=tuple(dict.fromkeys(self.sites)), device=str(resolve_device(self.device)))
+
+    def fingerprint(self, task: Task, checkpoints: Sequence[dict[str, str] | None]) -> str:
+        """What a finished checkpoint's numbers depend on: settings, task tokens, target (and source) contents."""
         keyed = {"sites": self.sites, "metric": self.metric, "noising": self.noising, "bos": self.prepend_bos,
-                 "attribution": self.attribution,
-                 "task": task.sha256, "pairs": [(str(t.path), str(s.path) if s else None) for t, s in pairs]}
+                 "attribution": self.attribution, "task": task.tokens_sha256, "checkpoints": list(checkpoints)}
         return hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def out_settings(target: Path, task: Path, source: Path | None, settings: Settings) -> dict[str, Any]:
+    """The options and input paths that make an `--out` directory "the same sweep" for `check_out`."""
+    def where(path: Path | None) -> str | None:
+        return str(Path(path).expanduser().resolve()) if path is not None else None
+
+    return {"sites": list(settings.sites), "metric": settings.metric, "noising": settings.noising,
+            "bos": settings.prepend_bos, "attribution": settings.attribution, "backend": settings.backend,
+            "target": where(target), "source": where(source), "task": where(task)}
+
+
+def custom_metric(name: str) -> Callable[[Tensor], Tensor]:
+    """The function a `module:function` metric names, or an `InterpError` saying why it cannot be used."""
+    module, colon, attr = name.partition(":")
+    if not colon or not module or not attr:
+        raise InterpError(f"unknown metric {name!r}", fix=_METRIC_FIX)
+    try:
+        fn = getattr(importlib.import_module(module), attr)
+    except Exception as err:  # importing runs the user's module: any error there is theirs
+        raise InterpError(f"--metric {name!r} cannot be imported ({type(err).__name__}: {err})",
+                          fix=_METRIC_FIX) from err
+    if not callable(fn):
+        raise InterpError(f"--metric {name!r} is not a function", fix=_METRIC_FIX)
+    return fn
 
 
 def make_metric(name: str, answer_ids: Tensor, wrong_ids: Tensor) -> Metric:
@@ -61,10 +112,7 @@ def make_metric(name: str, answer_ids: Tensor, wrong_ids: Tensor) -> Metric:
         return AnswerProb(answer_ids)
     if name == "kl":
         return KLDivergence()
-    if ":" in name:
-        module, _, attr = name.partition(":")
-        return Custom(getattr(importlib.import_module(module), attr))
-    raise InterpError(f"unknown metric {name!r}", fix=f"use one of {', '.join(METRICS)} or module:function")
+    return Custom(custom_metric(name))
 
 
 def pair_checkpoints(target: Path, source: Path | None) -> list[tuple[Checkpoint, Checkpoint | None]]:
@@ -81,78 +129,165 @@ def pair_checkpoints(target: Path, source: Path | None) -> list[tuple[Checkpoint
                       fix="pass one source checkpoint, or a source run with as many checkpoints as the target run")
 
 
+def check_checkpoints(pairs: Sequence[tuple[Checkpoint, Checkpoint | None]], sites: Sequence[str]) -> None:
+    """Before any model is loaded: every checkpoint verified, all of one architecture, sizes and tokenizer (the
+    target run's and every source), and every site defined for that architecture."""
+    first = pairs[0][0].path
+    others = list(dict.fromkeys([t.path for t, _ in pairs[1:]] + [s.path for _, s in pairs if s is not None]))
+    for path in (first, *others):
+        verify_checkpoint(path)
+    for path in others:
+        check_compatible(first, path)
+    config = read_config(first)
+    parallel = config.get("model_type") == "gpt_neox" and config.get("use_parallel_residual", True)
+    if parallel and any(get_site(s).entry == "resid_mid" for s in sites):
+        raise InterpError(f"{first}: resid_mid does not exist when attention and MLP run in parallel (GPT-NeoX)",
+                          fix="drop resid_mid (and resid_mid sites) from --sites")
+
+
+def check_batching(settings: Settings, task: Task) -> None:
+    """A custom metric is not a mean over prompts, so it cannot be averaged over prompt batches."""
+    if settings.metric not in METRICS and (settings.batch_size or task.clean.shape[0]) < task.clean.shape[0]:
+        raise InterpError("a custom metric cannot be averaged over prompt batches",
+                          fix="leave --batch-size unset (all prompts in one batch) with a custom metric")
+
+
+def content(path: Path) -> dict[str, str]:
+    """What a checkpoint's numbers depend on besides the settings: its weight files' and config.json's sha256."""
+    return {"weights_sha256": weights_sha256(path),
+            "config_sha256": hashlib.sha256((Path(path) / "config.json").read_bytes()).hexdigest()}
+
+
 def _load(ckpt: Checkpoint, device: str) -> Any:
     from interp.models.backends.native import NativeModel
 
     return NativeModel.from_dir(ckpt.path, torch.device(device), torch.float32, ckpt.step)
 
 
+def _describe(model: Any, source: Any) -> str:
+    """The checkpoint (and source) an error is about."""
+    return f"{model.path}" + (f" (source {source.path})" if source is not None else "")
+
+
+def _first_bad_line(patcher: Patcher, rows: slice) -> str:
+    """' (task line N)' for the first prompt whose clean or corrupted final logits are not finite, else ''."""
+    finite = torch.isfinite(patcher.base.final_logits).all(-1) & torch.isfinite(patcher.donor.final_logits).all(-1)
+    bad = (~finite).nonzero().flatten().tolist()
+    return f" (task line {rows.start + bad[0] + 1}: NaN or infinite logits)" if bad else ""
+
+
+def _patcher(model: Any, source: Any, task: Task, settings: Settings, rows: slice) -> Patcher:
+    """The engine for one batch of prompts; a non-finite clean or corrupted metric is refused, naming the prompt."""
+    metric = make_metric(settings.metric, task.answer_ids[rows], task.wrong_ids[rows])
+    patcher = Patcher(model, task.clean[rows], task.corrupted[rows], metric, settings.sites, source, settings.noising,
+                      settings.max_memory, settings.backend)
+    if not (math.isfinite(patcher.clean_metric) and math.isfinite(patcher.corrupted_metric)):
+        raise InterpError(f"{_describe(model, source)}: the {settings.metric} metric of the clean or corrupted run is "
+                          f"{patcher.clean_metric} / {patcher.corrupted_metric}, not finite"
+                          f"{_first_bad_line(patcher, rows)}",
+                          fix="check that checkpoint (diverged or overflowing weights) or that prompt")
+    return patcher
+
+
+def check_baselines(where: str, metric: str, clean: float, corrupted: float) -> None:
+    """Refuse equal clean and corrupted metrics: the normalised effect divides by their difference."""
+    if clean == corrupted:
+        raise InterpError(f"{where}: the clean and corrupted runs give the same {metric} ({clean:.6g}), so the "
+                          "normalised effect (patched - corrupted) / (clean - corrupted) is undefined",
+                          fix="use clean and corrupted prompts (or, with --source, models) that change the metric")
+
+
 def patch_checkpoint(model: Any, source: Any, task: Task, settings: Settings) -> dict[str, Tensor]:
-    """Raw metric per site, and the clean/corrupted metrics, averaged over prompt batches weighted by size."""
+    """Raw metric per site, and the clean/corrupted metrics, averaged over prompt batches weighted by size.
+
+    The averaged clean and corrupted metrics are checked (finite, different) before any sweep runs; with several
+    batches that takes one extra pass over the batches' clean and corrupted runs (two forwards each)."""
     n = task.clean.shape[0]
     size = settings.batch_size or n
-    if settings.metric not in METRICS and size < n:
-        raise InterpError("a custom metric cannot be averaged over prompt batches",
-                          fix="leave --batch-size unset (all prompts in one batch) with a custom metric")
+    batches = [slice(lo, min(lo + size, n)) for lo in range(0, n, size)]
+    weights = [(b.stop - b.start) / n for b in batches]
+    first = _patcher(model, source, task, settings, batches[0])
+    others = (_patcher(model, source, task, settings, b) for b in batches[1:])  # one at a time: each is dropped
+    baselines = [(p.clean_metric, p.corrupted_metric) for p in itertools.chain([first], others)]
+    clean, corrupted = (sum(w * b[j] for w, b in zip(weights, baselines)) for j in (0, 1))
+    check_baselines(_describe(model, source), settings.metric, clean, corrupted)
     totals: dict[str, Tensor] = {}
-    for lo in range(0, n, size):
-        sl = slice(lo, lo + size)
-        metric = make_metric(settings.metric, task.answer_ids[sl], task.wrong_ids[sl])
-        patcher = Patcher(model, task.clean[sl], task.corrupted[sl], metric, settings.sites, source, settings.noising,
-                          settings.max_memory, settings.backend)
-        weight = task.clean[sl].shape[0] / n
-        parts = {f"{s}.raw": patcher.sweep(s, progress=True).raw for s in settings.sites}
+    for i, (rows, weight) in enumerate(zip(batches, weights)):
+        patcher = first if i == 0 else _patcher(model, source, task, settings, rows)
+        parts = {f"{s}.raw": patcher.sweep(s, progress=sys.stderr.isatty()).raw for s in settings.sites}
         if settings.attribution:
-            estimates = attribution_patch(model, task.clean[sl], task.corrupted[sl], metric, settings.sites, source,
-                                          settings.noising)
+            estimates = attribution_patch(model, task.clean[rows], task.corrupted[rows], patcher.metric,
+                                          settings.sites, source, settings.noising)
             parts |= {f"{s}.attribution.raw": estimates[s].raw for s in settings.sites}
         parts |= {"clean_metric": torch.tensor(patcher.clean_metric), "corrupted_metric":
                   torch.tensor(patcher.corrupted_metric)}
         for key, value in parts.items():
             totals[key] = totals.get(key, 0) + weight * value
+    for key, value in totals.items():
+        if not bool(torch.isfinite(value).all()):
+            raise InterpError(f"{_describe(model, source)}: patching gave NaN or infinite values in {key}",
+                              fix="check that checkpoint (overflowing activations) or the metric")
     return totals
 
 
 def _read_partial(path: Path, fingerprint: str) -> dict[str, Tensor] | None:
+    """A finished checkpoint's tensors when they were made from exactly these inputs; None (recompute) otherwise."""
     if not path.is_file():
         return None
-    with safe_open(str(path), "pt") as handle:
-        if (handle.metadata() or {}).get("fingerprint") != fingerprint:
-            return None
-        return {k: handle.get_tensor(k) for k in handle.keys()}
+    try:
+        with safe_open(str(path), "pt") as handle:
+            if (handle.metadata() or {}).get("fingerprint") != fingerprint:
+                return None
+            return {k: handle.get_tensor(k) for k in handle.keys()}
+    except Exception:  # a damaged partial file is recomputed, not trusted (safetensors raises several types)
+        return None
 
 
-def run_sweep(target: Path, task_path: Path, out_dir: Path, settings: Settings, source: Path | None = None) -> Path:
-    """Patch every checkpoint of `target` (resuming finished ones) and write results, summary and report."""
-    for site in settings.sites:
-        get_site(site)
+def run_sweep(target: Path, task_path: Path, out_dir: Path, settings: Settings, source: Path | None = None,
+              force: bool = False) -> Path:
+    """Patch every checkpoint of `target` (resuming finished ones whose inputs are unchanged) and write results,
+    summary and report. Every input is checked first (see the module docstring); `force` replaces what `out_dir`
+    holds (never a checkpoint)."""
+    settings = settings.checked()
+    keyed = out_settings(target, task_path, source, settings)
+    out = check_out(out_dir, "patch", keyed, force)
     pairs = pair_checkpoints(target, source)
+    check_checkpoints(pairs, settings.sites)
+    first = pairs[0][0].path
+    tokenizer, model = load_tokenizer(first), read_summary(first)
+    task = load_task(task_path, tokenizer, settings.prepend_bos, n_ctx=model.n_ctx, d_vocab=model.d_vocab,
+                     same_prompts=source is not None)
+    check_batching(settings, task)
     started = time.perf_counter()
-    first = _load(pairs[0][0], settings.device)
-    task = load_task(task_path, first.tokenizer, settings.prepend_bos)
-    fingerprint = settings.fingerprint(task, pairs)
-    partial = Path(out_dir) / "partial"
-    per_ckpt, timings = [], []
-    for i, (ckpt, src) in enumerate(tqdm(pairs, desc="patching checkpoints", unit="ckpt")):
-        path = partial / f"{i:04d}_{ckpt.label}.safetensors"
+    per_ckpt, timings, contents = [], [], []
+    for i, (ckpt, src) in enumerate(progress(pairs, desc="patching checkpoints", unit="ckpt")):
+        contents.append((content(ckpt.path), content(src.path) if src is not None else None))
+        fingerprint = settings.fingerprint(task, contents[-1])
+        path = out / "partial" / f"{i:04d}_{ckpt.label}.safetensors"
         done = _read_partial(path, fingerprint)
         if done is None:
             t0 = time.perf_counter()
-            model = first if i == 0 else _load(ckpt, settings.device)
+            model = _load(ckpt, settings.device)
             source_model = _load(src, settings.device) if src is not None else None
             done = patch_checkpoint(model, source_model, task, settings)
             done["seconds"] = torch.tensor(time.perf_counter() - t0)
+            write_partial_settings(out, "patch", keyed)
             atomic_save_tensors(path, done, {"fingerprint": fingerprint})
         per_ckpt.append(done)
         timings.append(float(done["seconds"]))
     tensors = _assemble(per_ckpt, settings.sites)
-    summary = _summary(pairs, task, first, settings, tensors, timings, time.perf_counter() - started)
+    summary = _summary(pairs, contents, task, tokenizer, settings, tensors, timings, time.perf_counter() - started)
     labels = [c.label for c, _ in pairs]
-    tokens = first.to_str_tokens(task.clean[0])
+    tokens = _str_tokens(tokenizer, task.clean[0])
     figures = [site_heatmap(s, tensors[s], labels, tokens) for s in settings.sites]
     figures.append(top_components({s: tensors[s] for s in settings.sites}, [c.step for c, _ in pairs]))
-    return write_results(out_dir, tensors, summary, figures, title=f"Activation patching: {Path(task_path).name}",
-                         analysis="patch")
+    return write_results(out, tensors, summary, figures, title=f"Activation patching: {Path(task_path).name}",
+                         analysis="patch", settings=keyed)
+
+
+def _str_tokens(tokenizer: Any, ids: Tensor) -> list[str]:
+    """One string per token, for axis labels."""
+    return [tokenizer.decode([t]) for t in ids.tolist()]
 
 
 def _assemble(per_ckpt: list[dict[str, Tensor]], sites: Sequence[str]) -> dict[str, Tensor]:
@@ -171,18 +306,22 @@ def _assemble(per_ckpt: list[dict[str, Tensor]], sites: Sequence[str]) -> dict[s
     return out
 
 
-def _summary(pairs: Sequence[tuple[Checkpoint, Checkpoint | None]], task: Task, model: Any, settings: Settings,
-             tensors: dict[str, Tensor], timings: list[float], total: float) -> dict[str, Any]:
+def _summary(pairs: Sequence[tuple[Checkpoint, Checkpoint | None]],
+             contents: Sequence[tuple[dict[str, str], dict[str, str] | None]], task: Task, tokenizer: Any,
+             settings: Settings, tensors: dict[str, Tensor], timings: list[float], total: float) -> dict[str, Any]:
     return {
-        "checkpoints": [{"step": c.step, "path": str(c.path), "source": str(s.path) if s else None} for c, s in pairs],
+        "checkpoints": [{"step": c.step, "path": str(c.path), "weights_sha256": t["weights_sha256"],
+                         "source": str(s.path) if s else None,
+                         "source_weights_sha256": k["weights_sha256"] if k else None}
+                        for (c, s), (t, k) in zip(pairs, contents)],
         "sites": list(settings.sites),
         "shapes": {s: list(tensors[s].shape) for s in settings.sites},
         "metric": settings.metric,
         "direction": "noising" if settings.noising else "denoising",
         "clean_metric": tensors["clean_metric"].tolist(),
         "corrupted_metric": tensors["corrupted_metric"].tolist(),
-        "prompt_tokens": {"clean": model.to_str_tokens(task.clean[0]),
-                          "corrupted": model.to_str_tokens(task.corrupted[0])},
+        "prompt_tokens": {"clean": _str_tokens(tokenizer, task.clean[0]),
+                          "corrupted": _str_tokens(tokenizer, task.corrupted[0])},
         "n_prompts": int(task.clean.shape[0]),
         "task_sha256": task.sha256,
         "backend": settings.backend,

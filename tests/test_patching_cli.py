@@ -84,8 +84,11 @@ def test_interrupted_sweep_resumes_from_last_finished_checkpoint(run_dir: Path, 
     sweep.run_sweep(run_dir, task, tmp_path / "out", settings)
     assert calls == [200]  # only the unfinished checkpoint ran again
     calls.clear()
-    sweep.run_sweep(run_dir, task, tmp_path / "out", sweep.Settings(sites=("attn_out",)))
-    assert calls == [100, 200]  # changed settings: nothing reused
+    with pytest.raises(InterpError, match="made with other settings"):  # changed settings: refused, nothing run
+        sweep.run_sweep(run_dir, task, tmp_path / "out", sweep.Settings(sites=("attn_out",)))
+    assert calls == []
+    sweep.run_sweep(run_dir, task, tmp_path / "out", sweep.Settings(sites=("attn_out",)), force=True)
+    assert calls == [100, 200]  # replaced with --force: nothing reused
 
 
 def test_task_lines_of_different_lengths_are_reported_by_number(run_dir: Path, tmp_path: Path) -> None:
@@ -109,3 +112,51 @@ def test_cross_model_sweep_pairs_one_source_with_every_checkpoint(run_dir: Path,
     assert clean[0] == pytest.approx(clean[1], abs=1e-6) and corrupted[0] != pytest.approx(corrupted[1], abs=1e-3)
     # step 200 patched with its own clean final residual stream is the clean run
     assert float(res.tensors["resid_post"][1, -1, -1]) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_changed_weights_are_recomputed_not_resumed(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Resume is keyed by content: a checkpoint whose weights were replaced is patched again, and its numbers equal
+    a fresh run's; the unchanged checkpoint is reused; summary.json names each checkpoint's weights by sha256."""
+    from clitools import run
+
+    from interp.checkpoints import weights_sha256
+
+    run_dir = tmp_path / "run"
+    for seed, step in enumerate((100, 200)):
+        tiny_checkpoint("llama", run_dir / f"step_{step:06d}", seed=seed)
+    task = write_task(tmp_path / "task.jsonl", LINES)
+    argv = ["patch", run_dir, "--task", task, "--sites", "resid_pre", "--device", "cpu", "--out"]
+    assert run([*argv, tmp_path / "out"], capsys)[0] == 0
+    first = read_results(tmp_path / "out")
+    assert [c["weights_sha256"] for c in first.summary["checkpoints"]] == [
+        weights_sha256(run_dir / "step_000100"), weights_sha256(run_dir / "step_000200")]
+
+    replacement = tiny_checkpoint("llama", tmp_path / "other", seed=7) / "model.safetensors"
+    (run_dir / "step_000200" / "model.safetensors").write_bytes(replacement.read_bytes())
+    real, calls = sweep.patch_checkpoint, []
+    monkeypatch.setattr(sweep, "patch_checkpoint", lambda *a: calls.append(a[0].step) or real(*a))
+    assert run([*argv, tmp_path / "out"], capsys)[0] == 0
+    assert calls == [200]  # the unchanged checkpoint was resumed, the changed one recomputed
+    again = read_results(tmp_path / "out")
+    assert run([*argv, tmp_path / "fresh"], capsys)[0] == 0
+    fresh = read_results(tmp_path / "fresh")
+    assert not torch.allclose(again.tensors["resid_pre.raw"][1], first.tensors["resid_pre.raw"][1])
+    for name in ("resid_pre", "resid_pre.raw", "clean_metric", "corrupted_metric"):
+        torch.testing.assert_close(again.tensors[name], fresh.tensors[name], atol=0, rtol=0)
+    assert again.summary["checkpoints"][1]["weights_sha256"] == weights_sha256(run_dir / "step_000200")
+    assert again.summary["checkpoints"][1]["weights_sha256"] != first.summary["checkpoints"][1]["weights_sha256"]
+
+
+def test_redirected_log_shows_checkpoint_progress(run_dir: Path, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """With stderr not a terminal, the checkpoint loop still reports progress, as plain lines."""
+    from clitools import run
+
+    task = write_task(tmp_path / "task.jsonl", LINES)
+    code, _, err = run(["patch", run_dir, "--task", task, "--out", tmp_path / "out", "--sites", "resid_pre",
+                        "--device", "cpu"], capsys)
+    assert code == 0
+    lines = [line for line in err.split("\n") if "patching checkpoints" in line]
+    assert lines and all(line.startswith("patching checkpoints") and "\r" not in line for line in lines)
+    assert "2/2" in lines[-1]

@@ -26,13 +26,14 @@ def load_hf_causal_lm(path: str | Path, dtype: torch.dtype | None = None) -> nn.
     Refuses weights that do not match config.json exactly (never a random init) and non-finite weights."""
     from transformers import AutoModelForCausalLM
 
-    from interp.loading import check_finite, check_loading_info, verify_checkpoint
+    from interp.loading import check_finite, check_loading_info, quiet_transformers, verify_checkpoint
 
     root = verify_checkpoint(path)
-    model, info = AutoModelForCausalLM.from_pretrained(
-        str(root), attn_implementation="eager", dtype=dtype or torch.float32, local_files_only=True,
-        output_loading_info=True,
-    )
+    with quiet_transformers():
+        model, info = AutoModelForCausalLM.from_pretrained(
+            str(root), attn_implementation="eager", dtype=dtype or torch.float32, local_files_only=True,
+            output_loading_info=True,
+        )
     check_loading_info(root, info)
     check_finite(root, model)
     return model.eval()
