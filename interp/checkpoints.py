@@ -209,13 +209,13 @@ def read_summary(path: str | Path) -> "ModelSummary":
 def weights_sha256(path: str | Path) -> str:
     """sha256 of a checkpoint's weight files (names and bytes): what a resumed sweep or a summary identifies it by.
 
-    Computed once per file state and kept in the user's cache directory, keyed by path, sizes and mtimes, so a
-    changed file is hashed again and an unchanged one costs a stat.
+    Computed once per file state and kept in the user's cache directory, keyed by path, sizes, mtimes, ctimes and
+    inodes (a copy that restores the mtime still changes the ctime), so a changed file is hashed again and an unchanged one costs a stat.
     """
     from interp.loading import weight_files
 
     files = weight_files(path)
-    stats = [[f.name, f.stat().st_size, f.stat().st_mtime_ns] for f in files]
+    stats = [[f.name, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino] for f in files for st in [f.stat()]]
     root = str(Path(path).resolve())
     memo = user_cache_dir() / "weights-sha256" / (hashlib.sha256(root.encode()).hexdigest()[:32] + ".json")
     try:

@@ -54,19 +54,16 @@ def check_out(out: str | Path, analysis: str, settings: dict[str, Any], force: b
 
 
 def _previous_run(out: Path) -> dict[str, Any] | None:
-    """The summary of the interp results directory at `out`, or None when it is not one."""
-    try:
-        summary = json.loads((out / SUMMARY_FILE).read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        summary = None
-    if isinstance(summary, dict) and "analysis" in summary:
-        return summary
-    if (out / "partial").is_dir() and not (out / SUMMARY_FILE).exists():  # an interrupted sweep, not yet assembled
-        meta = out / "partial" / "settings.json"
+    """What interp recorded of the run that wrote `out` (`analysis`, `settings_sha256`), or None when it wrote none.
+
+    Read from a results directory's summary, an activation cache's marker, or an interrupted sweep's partials."""
+    for record in (SUMMARY_FILE, "cache.json", "partial/settings.json"):
         try:
-            return json.loads(meta.read_text())
+            found = json.loads((out / record).read_text())
         except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-            return None
+            continue
+        if isinstance(found, dict) and "analysis" in found:
+            return found
     return None
 
 

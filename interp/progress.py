@@ -18,7 +18,7 @@ class _Lines:
         self.stream = stream
 
     def write(self, text: str) -> None:
-        text = text.replace("\r", "").strip()
+        text = text.replace("\r", "").replace("\x1b[A", "").strip()  # redraws and nested bars' cursor moves
         if text:
             self.stream.write(text + "\n")
             self.stream.flush()

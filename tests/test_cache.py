@@ -176,6 +176,10 @@ def test_fewer_shards_remove_stale_ones(model: HookedModel, tmp_path: Path) -> N
     (dict(prompts=[]), "prompt set is empty"),
     (dict(hooks=[]), "no hooks"),
     (dict(batch_size=0), "batch size"),
+    (dict(shard_bytes=0), "shard size"),
+    (dict(hooks=["../x"]), "'../x' is not a hook name"),
+    (dict(backend="bogus"), "unknown backend"),
+    (dict(dtype=torch.int8), "cannot be stored as torch.int8"),
 ])
 def test_bad_requests_are_user_errors(model: HookedModel, tmp_path: Path, kwargs: dict, needle: str) -> None:
     args = dict(prompts=PROMPTS, hooks=[RESID]) | kwargs
@@ -200,3 +204,131 @@ def test_cache_run_writes_one_directory_per_checkpoint(tiny_dir: Callable[[str],
         for i, prompt in enumerate(PROMPTS[:3]):
             torch.testing.assert_close(handle.load(RESID)[i, 0], _alone(alone, prompt, RESID)[-1], rtol=1e-5,
                                        atol=1e-5)
+
+
+# --- damaged caches: recomputed on reuse, an InterpError on load -----------------------------------------------------
+def _rewrite_shard(hook_dir: Path, change: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]],
+                   fix_meta: bool) -> None:
+    """Rewrite shard 1 with `change` applied; with `fix_meta`, make its meta.json entry describe the new file."""
+    import hashlib
+
+    from safetensors.torch import load_file, save_file
+
+    file = hook_dir / "shard-00001.safetensors"
+    save_file(change(load_file(str(file))), str(file))
+    if fix_meta:
+        meta = json.loads((hook_dir / "meta.json").read_text())
+        entry = meta["shards"][1]
+        entry["sha256"] = hashlib.sha256(file.read_bytes()).hexdigest()
+        if fix_meta == "all":  # a consistent-looking entry for a shard that lost a row
+            entry["rows"] -= 1
+            entry["tensors"]["activations"]["shape"][0] -= 1
+            entry["tensors"]["lengths"]["shape"][0] -= 1
+        (hook_dir / "meta.json").write_text(json.dumps(meta))
+
+
+DAMAGE: dict[str, tuple[Callable[[Path], None], str]] = {
+    "truncated shard": (lambda d: (d / "shard-00001.safetensors").write_bytes(
+        (d / "shard-00001.safetensors").read_bytes()[:-40]), "sha256 differs"),
+    "shard rewritten reshaped": (lambda d: _rewrite_shard(d, lambda t: t | {"activations": t["activations"].flatten(1)},
+                                                          False), "sha256 differs"),
+    "reshaped, hash updated": (lambda d: _rewrite_shard(d, lambda t: t | {"activations": t["activations"].flatten(1)},
+                                                        True), "other tensors, shapes or dtypes"),
+    "retyped, hash updated": (lambda d: _rewrite_shard(d, lambda t: t | {"activations": t["activations"].half()},
+                                                       True), "other tensors, shapes or dtypes"),
+    "rows deleted, meta updated": (lambda d: _rewrite_shard(d, lambda t: {k: v[:-1] for k, v in t.items()}, "all"),
+                                   "shards hold 4 rows but meta.json says 5 prompts"),
+    "shard deleted": (lambda d: (d / "shard-00001.safetensors").unlink(), "cannot be read"),
+    "meta.json garbled": (lambda d: (d / "meta.json").write_text('{"format": 2, "shards": [{'),
+                          "no readable meta.json"),
+    "meta.json not an object": (lambda d: (d / "meta.json").write_text("[]"), "not a JSON object"),
+}
+
+
+@pytest.fixture
+def damaged(model: HookedModel, tmp_path: Path, request: pytest.FixtureRequest) -> tuple[torch.Tensor, str]:
+    """A 3-shard cache of PROMPTS, damaged as the test's `case` says; returns the undamaged activations and the
+    expected complaint."""
+    reference = cache_activations(model, PROMPTS, [RESID], tmp_path, batch_size=2, shard_bytes=1).load(RESID)
+    damage, needle = DAMAGE[request.node.callspec.params["case"]]
+    damage(tmp_path / RESID)
+    return reference, needle
+
+
+@pytest.mark.parametrize("case", list(DAMAGE))
+def test_a_damaged_cache_is_recomputed_not_reused(model: HookedModel, tmp_path: Path,
+                                                  damaged: tuple[torch.Tensor, str], case: str) -> None:
+    reference, needle = damaged
+    handle = cache_activations(model, PROMPTS, [RESID], tmp_path, batch_size=2, shard_bytes=1)
+    assert handle.reused == () and needle in handle.rebuilt[RESID]
+    torch.testing.assert_close(handle.load(RESID), reference, rtol=0, atol=0)
+    assert cache_activations(model, PROMPTS, [RESID], tmp_path, batch_size=2, shard_bytes=1).reused == (RESID,)
+
+
+@pytest.mark.parametrize("case", list(DAMAGE))
+def test_loading_a_damaged_cache_is_an_interp_error(tmp_path: Path, damaged: tuple[torch.Tensor, str],
+                                                    case: str) -> None:
+    _, needle = damaged
+    with pytest.raises(InterpError, match=needle) as err:
+        load_activations(tmp_path, RESID)
+    assert "rerun `interp cache`" in str(err.value)
+    with pytest.raises(InterpError, match=needle):
+        open_cache(tmp_path).lengths()
+
+
+def test_meta_records_each_shard_hash_shapes_and_dtypes(model: HookedModel, tmp_path: Path) -> None:
+    import hashlib
+
+    handle = cache_activations(model, PROMPTS, [RESID], tmp_path, batch_size=2, shard_bytes=1, dtype=torch.float16)
+    d_model = model.summary.d_model
+    for shard, rows in zip(handle.meta(RESID)["shards"], [2, 2, 1]):
+        data = (tmp_path / RESID / shard["file"]).read_bytes()
+        assert shard["sha256"] == hashlib.sha256(data).hexdigest() and shard["rows"] == rows
+        width = handle.meta(RESID)["max_tokens"]
+        assert shard["tensors"] == {"activations": {"dtype": "F16", "shape": [rows, width, d_model]},
+                                    "lengths": {"dtype": "I64", "shape": [rows]}}
+
+
+def test_a_new_tokenizer_at_the_same_path_is_not_reused(tiny_dir: Callable[[str], Path], tmp_path: Path) -> None:
+    """The weights are unchanged, but the prompts now tokenise differently: the cache must be recomputed."""
+    from interp.testing import train_tiny_tokenizer
+
+    ckpt = shutil.copytree(tiny_dir("gpt2"), tmp_path / "ckpt")
+    before = cache_activations(ckpt, PROMPTS, [RESID], tmp_path / "cache", backend="native").load(RESID)
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        (ckpt / name).unlink(missing_ok=True)
+    train_tiny_tokenizer(kind="word").save_pretrained(ckpt)
+    after = cache_activations(ckpt, PROMPTS, [RESID], tmp_path / "cache", backend="native")
+    assert after.reused == () and not torch.equal(after.load(RESID), before)
+
+
+def test_non_finite_activations_name_the_prompt(model: HookedModel, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """float16 overflows past 65504: an error naming the prompt, not an inf in the cache."""
+    run_with_cache = type(model).run_with_cache
+
+    def huge_third_prompt(self: HookedModel, tokens: torch.Tensor, names: list[str]):
+        logits, acts = run_with_cache(self, tokens, names=names)
+        acts[RESID][0] *= 1e6 if len(tokens) == 1 else 1.0
+        return logits, acts
+
+    monkeypatch.setattr(type(model), "run_with_cache", huge_third_prompt)
+    cache_activations(model, PROMPTS[:2], [RESID], tmp_path / "a", batch_size=2, dtype=torch.float16)
+    with pytest.raises(InterpError, match=f"{RESID} activations of prompt 4 are NaN or infinite .*float16"):
+        cache_activations(model, PROMPTS, [RESID], tmp_path / "b", batch_size=4, dtype=torch.float16)
+    assert not (tmp_path / "b" / RESID / "meta.json").exists()
+
+
+def test_prompts_longer_than_the_context_are_refused(model: HookedModel, tmp_path: Path) -> None:
+    long = " ".join(["the cat"] * model.summary.n_ctx)
+    with pytest.raises(InterpError, match=f"prompt 1 .* more than the model's context of {model.summary.n_ctx}"):
+        cache_activations(model, [PROMPTS[0], long], [RESID], tmp_path)
+    assert not (tmp_path / RESID).exists()
+
+
+def test_a_refused_request_keeps_the_earlier_cache(model: HookedModel, tmp_path: Path) -> None:
+    """A request refused before compute (a position past a prompt) leaves the cache there complete."""
+    first = cache_activations(model, PROMPTS, [RESID], tmp_path, positions="last").load(RESID)
+    with pytest.raises(InterpError, match="do not fit prompt 1"):
+        cache_activations(model, PROMPTS, [RESID], tmp_path, positions=[0, 5])
+    torch.testing.assert_close(load_activations(tmp_path, RESID), first, rtol=0, atol=0)

@@ -11,7 +11,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from interp.errors import InterpError
 from interp.finetuning.prompts import read_prompts, write_prompts
-from interp.finetuning.tuco import ScaledPair, auc, encode_left_padded, layer_alphas, tuco, tuco_texts
+from interp.finetuning.tuco import (ScaledPair, alpha_sweep, auc, check_prompts, encode_left_padded, layer_alphas,
+                                    tuco, tuco_texts)
 from interp.models.native import NativeTransformer
 
 PROMPTS = ["the cat sees the moon.", "a dog", "my friend likes a red house. the teacher calls",
@@ -272,3 +273,34 @@ def test_cli_rejects_a_wrong_length_alpha(pair_dirs, tmp_path: Path, capsys: pyt
         main(["tuco", str(pair_dirs["base"]), str(pair_dirs["ft"]), "--prompts", str(prompts),
               "--alpha", "1,1,1", "--out", str(tmp_path / "out")])
     assert done.value.code == 2 and "3 values but the models have 2 layers" in capsys.readouterr().err
+
+
+def test_non_finite_tuco_names_the_prompt(pair_dirs, tokenizer) -> None:
+    """Blocks that add nothing to the last token make TuCo 0 / 0: an error naming the prompt, never a NaN."""
+    silent = NativeTransformer.from_pretrained(pair_dirs["base"])
+    with torch.no_grad():
+        for block in silent.blocks:
+            block.attn.W_O.zero_()
+            block.mlp.W_out.zero_()
+    with pytest.raises(InterpError, match=r"p.jsonl: the TuCo of prompt 1 \('the cat sees the moon.'\) is NaN"):
+        tuco_texts(silent, silent, tokenizer, PROMPTS[:2], progress=False, source="p.jsonl")
+
+
+def test_an_overflowing_alpha_names_the_alpha_and_prompt(models, tokenizer) -> None:
+    with pytest.raises(InterpError, match=r"KL at alpha \[1e\+38, 1e\+38\] of prompt 1 .* NaN or infinite"):
+        alpha_sweep(models["base"], models["ft"], tokenizer, PROMPTS[:2], [1.0, 1e38], max_new_tokens=1,
+                    progress=False)
+    for alpha in (1e39, float("nan"), [1.0, float("-inf")]):
+        with pytest.raises(InterpError, match="not a finite float32 number"):
+            layer_alphas(alpha, 2)
+
+
+def test_prompts_are_checked_against_the_context_with_the_generated_tokens(tokenizer) -> None:
+    lengths = [len(tokenizer.encode(p, add_special_tokens=False)) for p in PROMPTS]
+    longest = max(range(len(PROMPTS)), key=lengths.__getitem__)
+    n_ctx = lengths[longest] + 4
+    check_prompts(tokenizer, PROMPTS, n_ctx=n_ctx, new_tokens=4, prepend_bos=False)  # fits exactly
+    with pytest.raises(InterpError, match=f"f.txt: prompt {longest + 1} .* has {n_ctx - 3} tokens; with 4 generated"):
+        check_prompts(tokenizer, PROMPTS, n_ctx=n_ctx, new_tokens=4, prepend_bos=True, source="f.txt")
+    with pytest.raises(InterpError, match="prompt 2 .* tokenises to nothing"):
+        check_prompts(tokenizer, ["a", "", "b"], n_ctx=99, new_tokens=1, prepend_bos=False)

@@ -16,7 +16,10 @@ def cache(
     prompts: Path = typer.Option(..., "--prompts", "-p",
                                  help='Prompt file: text, one prompt a line, or JSONL of {"prompt": ...}.'),
     hooks: list[str] = typer.Option(..., "--hook", help="Hook name, e.g. blocks.0.hook_resid_post (repeatable)."),
-    out: Path = typer.Option(..., "--out", "-o", help="Cache directory; a run gets one sub-directory per checkpoint."),
+    out: Path = typer.Option(..., "--out", "-o",
+                             help="Cache directory; a run gets one sub-directory per checkpoint. It must be new or "
+                                  "empty, or an earlier cache with the same checkpoint, prompt file, positions, dtype "
+                                  "and BOS (reused; more hooks may be added)."),
     positions: str = typer.Option("all", help="all, last, or comma-separated positions (negative from the end)."),
     batch_size: int = typer.Option(8, help="Prompts per forward pass (bounds memory)."),
     dtype: str = typer.Option("float32", help="Stored dtype: float32, float16 or bfloat16."),
@@ -24,21 +27,32 @@ def cache(
     shard_mb: int = typer.Option(256, help="Start a new shard file after about this many MiB per hook."),
     backend: str = typer.Option("native", help="native, transformer_lens or nnsight (same activations)."),
     device: str | None = typer.Option(None, help="torch device, e.g. cuda or cpu (default: the loader's choice)."),
+    force: bool = typer.Option(False, "--force", help="Replace what --out holds (another cache, other files)."),
 ) -> None:
-    """Cache activations; the same request again reuses the files. A run's checkpoints must share shapes."""
-    from interp.cache import cache_run
+    """Cache activations; the same request again reuses the files after checking every shard against its recorded
+    sha256, shapes and dtypes (a damaged cache is recomputed, with a note). A run's checkpoints must share shapes."""
+    from interp.cache import cache_run, check_cache_out, check_request, claim_cache_out, open_run
     from interp.finetuning.prompts import read_prompts
-    from interp.loading import resolve_dtype
+    from interp.loading import resolve_device, resolve_dtype
 
-    handles = cache_run(path, read_prompts(prompts), hooks, out, positions=parse_positions(positions),
-                        batch_size=batch_size, dtype=resolve_dtype(dtype), prepend_bos=prepend_bos,
-                        shard_bytes=shard_mb * 2**20, backend=backend, device=device)
+    parsed = parse_positions(positions)
+    settings = {"path": str(path.expanduser().resolve()), "prompts": str(prompts.expanduser().resolve()),
+                "positions": parsed, "dtype": dtype, "prepend_bos": prepend_bos}
+    check_cache_out(out, settings, force)
+    stored, device_ = resolve_dtype(dtype), resolve_device(device)
+    texts = read_prompts(prompts)
+    check_request(texts, hooks, batch_size, shard_mb * 2**20, backend, stored)
+    run = open_run(path)
+    claim_cache_out(out, settings, force)
+    handles = cache_run(run, texts, hooks, out, positions=parsed, batch_size=batch_size, dtype=stored,
+                        prepend_bos=prepend_bos, shard_bytes=shard_mb * 2**20, backend=backend, device=device_)
     for handle in handles:
         for hook in handle.hooks:
             meta = handle.meta(hook)
-            state = "reused" if hook in handle.reused else "written"
+            state = "reused" if hook in handle.reused else "rebuilt" if hook in handle.rebuilt else "written"
+            note = f" ({handle.rebuilt[hook]}; recomputed)" if hook in handle.rebuilt else ""
             typer.echo(f"{state:<8} {handle.path / hook}  shape {meta['shape']} {meta['dtype']}, "
-                       f"{len(meta['shards'])} shard{'s' if len(meta['shards']) != 1 else ''}")
+                       f"{len(meta['shards'])} shard{'s' if len(meta['shards']) != 1 else ''}{note}")
 
 
 def parse_positions(text: str) -> str | list[int]:

@@ -15,10 +15,14 @@ if TYPE_CHECKING:
 
 @app.command()
 def info(path: Path = typer.Argument(..., help="A checkpoint directory or a training-run directory.")) -> None:
-    """Print architecture, parameter count, layers, heads and sizes, and the checkpoints found with their steps."""
+    """Print architecture, parameter count, layers, heads and sizes, and the checkpoints found with their steps.
+    Every checkpoint is verified first (config, weights matching it exactly, tokenizer): a broken one is an error."""
     from interp.checkpoints import discover, read_summary
+    from interp.loading import verify_checkpoint
 
     checkpoints = discover(path)
+    for ckpt in checkpoints:
+        verify_checkpoint(ckpt.path)
     first = checkpoints[0]
     s = read_summary(first.path)
     heads = f"{s.n_heads}" + (f" ({s.n_kv_heads} key/value heads)" if s.n_kv_heads != s.n_heads else "")

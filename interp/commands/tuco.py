@@ -32,35 +32,78 @@ def behaviour_test(prefixes: Sequence[str]) -> tuple[Callable[[str], bool], str]
     return is_refusal, "refusal rate"
 
 
+def check_options(alphas: Sequence[str], behaviour_prefixes: Sequence[str], max_new_tokens: int,
+                  batch_size: int) -> list[float | list[float]]:
+    """The parsed alphas, once every option is known to be usable: finite alphas, none twice, non-empty prefixes."""
+    from interp.options import check_range
+
+    if not alphas:
+        raise InterpError("no alpha to sweep", fix=f"pass --alpha (default: {' '.join(DEFAULT_ALPHAS)})")
+    parsed = [parse_alpha(a) for a in alphas]
+    seen: set[tuple[float, ...]] = set()
+    for text, value in zip(alphas, parsed):
+        values = tuple(value) if isinstance(value, list) else (value,)
+        for v in values:
+            check_range("--alpha", v)
+        if values in seen:
+            raise InterpError(f"--alpha {text} is given twice", fix="sweep each alpha once")
+        seen.add(values)
+    if any(not prefix for prefix in behaviour_prefixes):
+        raise InterpError("--behaviour-prefix '' matches every continuation", fix="give the prefix some text")
+    check_range("--max-new-tokens", max_new_tokens, 1)
+    check_range("--batch-size", batch_size, 1)
+    return parsed
+
+
 def run_tuco(base: Path, ft: Path, prompts: Path, out: Path, prompts_b: Path | None = None,
              alphas: Sequence[str] = DEFAULT_ALPHAS, behaviour_prefixes: Sequence[str] = (), max_new_tokens: int = 16,
-             batch_size: int = 16, prepend_bos: bool = False, device: str = "cpu") -> Path:
-    """Compute TuCo for one or two prompt sets, sweep alpha, and write the results directory."""
+             batch_size: int = 16, prepend_bos: bool = False, device: str = "cpu", force: bool = False) -> Path:
+    """Compute TuCo for one or two prompt sets, sweep alpha, and write the results directory.
+
+    Everything is checked before any model is loaded: --out, the options, the prompt files (every prompt, with the
+    tokens generated after it, within the context), both checkpoints (`verify_checkpoint`) and their compatibility.
+    """
     import torch
 
-    from interp.checkpoints import check_compatible
+    from interp.checkpoints import check_compatible, read_summary
     from interp.finetuning.prompts import read_prompts
-    from interp.finetuning.tuco import alpha_sweep, auc, check_pair, layer_alphas, tuco_texts
+    from interp.finetuning.tuco import alpha_sweep, auc, check_pair, check_prompts, layer_alphas, tuco_texts
     from interp.finetuning.tuco_report import alpha_curves, histograms, layer_curves
-    from interp.loading import load
+    from interp.loading import load, load_tokenizer, resolve_device, verify_checkpoint
+    from interp.outdir import check_out
     from interp.results import write_results
 
-    sets = {"a": read_prompts(prompts)} | ({"b": read_prompts(prompts_b)} if prompts_b is not None else {})
+    settings = {"base": _absolute(base), "fine_tuned": _absolute(ft), "prompts": _absolute(prompts),
+                "prompts_b": _absolute(prompts_b), "alphas": list(alphas),
+                "behaviour_prefixes": list(behaviour_prefixes), "max_new_tokens": max_new_tokens,
+                "prepend_bos": prepend_bos}
+    check_out(out, "tuco", settings, force)
+    parsed = check_options(alphas, behaviour_prefixes, max_new_tokens, batch_size)
+    device_ = resolve_device(device)
+    files = {"a": prompts} | ({"b": prompts_b} if prompts_b is not None else {})
+    sets = {key: read_prompts(file) for key, file in files.items()}
     names = {"a": prompts.name, "b": prompts_b.name if prompts_b is not None else ""}
+    for path in (base, ft):
+        verify_checkpoint(path)
     check_compatible(base, ft)
-    base_model, ft_model = load(base, backend="native", device=device), load(ft, backend="native", device=device)
+    shape = read_summary(ft)
+    for value in parsed:
+        layer_alphas(value, shape.n_layers)
+    tokenizer = load_tokenizer(ft)
+    for key, texts in sets.items():
+        check_prompts(tokenizer, texts, shape.n_ctx, max_new_tokens, prepend_bos, str(files[key]))
+    base_model, ft_model = load(base, backend="native", device=device_), load(ft, backend="native", device=device_)
     pt, tuned, tokenizer = base_model.native(), ft_model.native(), ft_model.tokenizer
     check_pair(pt, tuned, (str(base), str(ft)))
-    parsed = [parse_alpha(a) for a in alphas]
-    for value in parsed:
-        layer_alphas(value, tuned.cfg.n_layers)  # fail before the long work
     shows, behaviour_name = behaviour_test(behaviour_prefixes)
 
     results, sweeps, tensors = {}, {}, {}
     for key, texts in sets.items():
         suffix = "" if key == "a" else "_b"
-        res = tuco_texts(pt, tuned, tokenizer, texts, batch_size, prepend_bos, desc=f"TuCo {names[key]}")
-        sweep = alpha_sweep(pt, tuned, tokenizer, texts, parsed, max_new_tokens, batch_size, prepend_bos)
+        res = tuco_texts(pt, tuned, tokenizer, texts, batch_size, prepend_bos, desc=f"TuCo {names[key]}",
+                         source=str(files[key]))
+        sweep = alpha_sweep(pt, tuned, tokenizer, texts, parsed, max_new_tokens, batch_size, prepend_bos,
+                            source=str(files[key]))
         results[key], sweeps[key] = res, sweep
         rate = torch.tensor([sum(map(shows, conts)) / len(conts) for conts in sweep.continuations])
         tensors |= {f"tuco{suffix}": res.tuco, f"ptc{suffix}": res.ptc, f"ftc{suffix}": res.ftc,
@@ -73,7 +116,7 @@ def run_tuco(base: Path, ft: Path, prompts: Path, out: Path, prompts_b: Path | N
                "prepend_bos": prepend_bos}
     for key, res in results.items():
         suffix = "" if key == "a" else "_b"
-        summary[f"prompts{suffix}"] = {"file": str(prompts if key == "a" else prompts_b), "n": len(sets[key]),
+        summary[f"prompts{suffix}"] = {"file": str(files[key]), "n": len(sets[key]),
                                        "tuco_mean": res.tuco.mean().item(), "tuco_median": res.tuco.median().item(),
                                        "output_co_mean": res.output_co.mean().item()}
         summary[f"behaviour{suffix}"] = dict(zip(alphas, tensors[f"behaviour{suffix}"].tolist()))
@@ -89,7 +132,12 @@ def run_tuco(base: Path, ft: Path, prompts: Path, out: Path, prompts_b: Path | N
                *alpha_curves(list(alphas), {names[k] or k: tensors["behaviour" + ("" if k == "a" else "_b")]
                                             for k in results},
                              {names[k] or k: sweeps[k].kl for k in results}, behaviour_name)]
-    return write_results(out, tensors, summary, figures, title=title, analysis="tuco")
+    return write_results(out, tensors, summary, figures, title=title, analysis="tuco", settings=settings)
+
+
+def _absolute(path: Path | None) -> str | None:
+    """A path as the absolute string `settings` records (so ./x and x are one setting)."""
+    return None if path is None else str(path.expanduser().resolve())
 
 
 @app.command()
@@ -109,8 +157,9 @@ def tuco(
     batch_size: int = typer.Option(16, help="Prompts per batch."),
     prepend_bos: bool = typer.Option(False, help="Prepend the tokenizer's BOS token to every prompt."),
     device: str = typer.Option("cpu", help="torch device, e.g. cpu or cuda."),
+    force: bool = typer.Option(False, "--force", help="Replace what --out holds."),
 ) -> None:
     """Tuning Contribution of each prompt (fine-tuning's share of the last token's residual update) and FTC scaling."""
     path = run_tuco(base, ft, prompts, out, prompts_b, alpha or DEFAULT_ALPHAS, behaviour_prefix or (),
-                    max_new_tokens, batch_size, prepend_bos, device)
+                    max_new_tokens, batch_size, prepend_bos, device, force)
     typer.echo(f"wrote {path}")

@@ -22,10 +22,10 @@ from typing import Any, Sequence
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from interp.errors import InterpError
 from interp.models.native import KV, NativeTransformer
+from interp.progress import progress as progress_bar
 
 Alpha = float | Sequence[float] | Tensor
 
@@ -41,8 +41,12 @@ def check_pair(pt: NativeTransformer, ft: NativeTransformer, names: tuple[str, s
 
 
 def layer_alphas(alpha: Alpha, n_layers: int) -> list[float]:
-    """One scaling factor per layer from a scalar or a per-layer sequence."""
+    """One scaling factor per layer from a scalar or a per-layer sequence; each finite and within float32."""
     values = torch.as_tensor(alpha, dtype=torch.float64).flatten().tolist()
+    largest = torch.finfo(torch.float32).max
+    for value in values:
+        if not -largest <= value <= largest:
+            raise InterpError(f"alpha {value} is not a finite float32 number", fix="use alphas like 0, 0.5, 1, 1.25")
     if len(values) == 1:
         values = values * n_layers
     if len(values) != n_layers:
@@ -174,6 +178,23 @@ def encode_left_padded(tokenizer: Any, texts: Sequence[str], prepend_bos: bool =
     return tokens.to(device), mask.to(device)
 
 
+def check_prompts(tokenizer: Any, prompts: Sequence[str], n_ctx: int, new_tokens: int, prepend_bos: bool,
+                  source: str = "prompts") -> None:
+    """Refuse, before any compute, a prompt that tokenises to nothing or that, with the `new_tokens` generated after
+    it, does not fit the model's context of `n_ctx` positions (naming the prompt by its number in `source`)."""
+    if prepend_bos and tokenizer.bos_token_id is None:
+        raise InterpError("--prepend-bos was asked for but the tokenizer has no BOS token", fix="drop it")
+    for number, text in enumerate(prompts, start=1):
+        n = len(tokenizer.encode(text, add_special_tokens=False))
+        if n == 0:
+            raise InterpError(f"{source}: prompt {number} ({text[:40]!r}) tokenises to nothing", fix="remove it")
+        if n + prepend_bos + new_tokens > n_ctx:
+            raise InterpError(f"{source}: prompt {number} ({text[:40]!r}...) has {n + prepend_bos} tokens; with "
+                              f"{new_tokens} generated after it that passes the model's context of {n_ctx}",
+                              fix=f"shorten it to at most {n_ctx - new_tokens - prepend_bos} tokens (or lower "
+                                  "--max-new-tokens)")
+
+
 def _length_batches(tokenizer: Any, texts: Sequence[str], batch_size: int) -> tuple[list[list[int]], Tensor]:
     """Prompt indices in batches of similar token length (less padding), and the permutation back to input order."""
     lengths = [len(tokenizer.encode(t, add_special_tokens=False)) for t in texts]
@@ -183,15 +204,29 @@ def _length_batches(tokenizer: Any, texts: Sequence[str], batch_size: int) -> tu
 
 def tuco_texts(pt: NativeTransformer, ft: NativeTransformer, tokenizer: Any, prompts: Sequence[str],
                batch_size: int = 16, prepend_bos: bool = False, output_co: bool = True, progress: bool = True,
-               desc: str = "TuCo") -> TuCoResult:
-    """TuCo for each prompt, batched by length; results in the prompts' order."""
+               desc: str = "TuCo", source: str = "prompts") -> TuCoResult:
+    """TuCo for each prompt, batched by length; results in the prompts' order. A non-finite value is an
+    `InterpError` naming the prompt (its number in `source`), never a number in the results."""
     device = ft.W_E.device
     batches, unsort = _length_batches(tokenizer, prompts, batch_size)
     parts = []
-    for batch in tqdm(batches, desc=desc, disable=not progress):
+    for batch in progress_bar(batches, desc=desc, unit="batch", disable=not progress):
         tokens, mask = encode_left_padded(tokenizer, [prompts[i] for i in batch], prepend_bos, device)
         parts.append(tuco(pt, ft, tokens, mask, output_co=output_co))
-    return TuCoResult.cat(parts).select(unsort)
+    result = TuCoResult.cat(parts).select(unsort)
+    columns = [result.tuco[:, None], result.ptc, result.ftc]
+    _check_finite(torch.cat(columns + ([result.output_co[:, None]] if result.output_co is not None else []), 1),
+                  prompts, source, "TuCo", "both models' blocks add nothing to its last token, or overflow")
+    return result
+
+
+def _check_finite(values: Float[Tensor, "prompt ..."], prompts: Sequence[str], source: str, what: str,
+                  cause: str) -> None:
+    """Refuse non-finite `values`, naming the first prompt (by its number in `source`) that has one."""
+    bad = (~torch.isfinite(values)).flatten(1).any(1).nonzero().flatten().tolist()
+    if bad:
+        raise InterpError(f"{source}: the {what} of prompt {bad[0] + 1} ({prompts[bad[0]][:40]!r}) is NaN or "
+                          f"infinite ({cause})", fix="check the checkpoints and that prompt")
 
 
 @dataclass
@@ -206,14 +241,15 @@ class AlphaSweep:
 @torch.no_grad()
 def alpha_sweep(pt: NativeTransformer, ft: NativeTransformer, tokenizer: Any, prompts: Sequence[str],
                 alphas: Sequence[Alpha], max_new_tokens: int = 16, batch_size: int = 16, prepend_bos: bool = False,
-                progress: bool = True) -> AlphaSweep:
-    """Run every prompt through the FTC-scaled model at each alpha: greedy continuation and next-token KL."""
+                progress: bool = True, source: str = "prompts") -> AlphaSweep:
+    """Run every prompt through the FTC-scaled model at each alpha: greedy continuation and next-token KL.
+    A non-finite KL (the scaled model overflowed) is an `InterpError` naming the alpha and the prompt."""
     device, eos = ft.W_E.device, tokenizer.eos_token_id
     scaled = [ScaledPair(pt, ft, alpha) for alpha in alphas]
     batches, unsort = _length_batches(tokenizer, prompts, batch_size)
     texts: list[list[str]] = [[] for _ in alphas]
     kls: list[list[Tensor]] = [[] for _ in alphas]
-    for batch in tqdm(batches, desc="alpha sweep", disable=not progress):
+    for batch in progress_bar(batches, desc="alpha sweep", unit="batch", disable=not progress):
         tokens, mask = encode_left_padded(tokenizer, [prompts[i] for i in batch], prepend_bos, device)
         ref = torch.log_softmax(ft(tokens, mask)[:, -1].float(), -1)
         for i, model in enumerate(scaled):
@@ -223,6 +259,9 @@ def alpha_sweep(pt: NativeTransformer, ft: NativeTransformer, tokenizer: Any, pr
             texts[i] += [tokenizer.decode(row.tolist(), skip_special_tokens=True) for row in generated]
     continuations = [[t[i] for i in unsort.tolist()] for t in texts]
     kl = torch.stack([torch.cat(k)[unsort] for k in kls])
+    for model, row in zip(scaled, kl):
+        _check_finite(row[:, None], prompts, source, f"next-token KL at alpha {model.alphas}", "the scaled model "
+                      "overflows at this alpha")
     return AlphaSweep([m.alphas for m in scaled], continuations, kl)
 
 
