@@ -15,7 +15,9 @@ $(VENV)/.installed: pyproject.toml
 	$(PIP) install -q -e ".[test]"
 	touch $@
 
+# The browser test drives Chromium (Debian's package): installed here, never by a test.
 install: $(VENV)/.installed
+	command -v chromium >/dev/null || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium)
 
 zoo: install
 	$(VENV)/bin/interp zoo build --out data/zoo

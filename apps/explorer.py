@@ -16,8 +16,8 @@ if str(ROOT) not in sys.path:  # `streamlit run` puts only apps/ on the path
 import streamlit as st  # noqa: E402
 
 from apps.views import directions, gradients, induction, knowledge, patching, runner, tuco  # noqa: E402
-from apps.views.common import errors_as_messages, load_results  # noqa: E402
-from apps.views.kinds import find_results, kind_of  # noqa: E402
+from apps.views.common import errors_as_messages, literal, load_results  # noqa: E402
+from apps.views.kinds import find_results, kind_of, missing_files  # noqa: E402
 
 DIRS_VARIABLE = "INTERP_APP_DIRS"
 PAGES = {"patch": ("Activation patching", patching.render), "truth": ("Truth directions", directions.render),
@@ -40,21 +40,27 @@ def browse() -> None:
     roots = [Path(line.strip()).expanduser() for line in roots_text.splitlines() if line.strip()]
     missing = [str(p) for p in roots if not p.exists()]
     if missing:
-        st.sidebar.warning(f"not found: {', '.join(missing)}")
+        st.sidebar.warning(literal(f"not found: {', '.join(missing)}"))
     found = find_results([p for p in roots if p.exists()] + st.session_state.get("ran", []))
     if not found:
         st.info("No results directories found. Run an analysis (sidebar: Run an analysis) or point the app at a "
                 "directory holding results.safetensors and summary.json.")
         return
     path = st.sidebar.selectbox("results directory", found, format_func=str, key="results_dir")
+    incomplete = missing_files(path)
+    if incomplete:
+        st.error(literal(f"{path} is an incomplete results directory: {', '.join(incomplete)} missing (an "
+                         "interrupted or foreign write; rerun the analysis that wrote it)"))
+        return
     results = load_results(path)
     kind = kind_of(results)
     if kind is None:
-        st.warning(f"{path}: no page knows these results (tensors: {', '.join(sorted(results.tensors)[:12])})")
+        names = ", ".join(sorted(results.tensors)[:12])
+        st.warning(literal(f"{path}: no page knows these results (tensors: {names})"))
         return
     title, render = PAGES[kind]
     st.header(title)
-    st.caption(str(path))
+    st.caption(literal(path))
     render(results, found) if kind == "patch" else render(results)
 
 

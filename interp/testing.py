@@ -108,7 +108,7 @@ def tiny_checkpoint(arch: str, out_dir: Path, seed: int = 0, **overrides: Any) -
     tokenizer = train_tiny_tokenizer()
     special_ids = dict(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                        pad_token_id=tokenizer.pad_token_id)
-    config = _config(arch, len(tokenizer), special_ids, **overrides)
+    config = _config(arch, overrides.pop("vocab_size", len(tokenizer)), special_ids, **overrides)
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config, attn_implementation="eager", dtype=torch.float32)
     _randomise(model, arch, torch.Generator().manual_seed(seed))

@@ -243,16 +243,18 @@ def test_a_failing_analysis_shows_its_error_line(root: Path, monkeypatch: pytest
     at.text_input(key="run_args_patch").input(f"patch {root / 'nowhere'} --task t.jsonl --out {root / 'x'}").run()
     at.button(key="run_go").click().run()
     assert not at.exception
-    assert at.error[0].value.startswith("error:") and "nowhere" in at.error[0].value
+    assert at.error[0].value.startswith("error\\:") and "nowhere" in at.error[0].value  # shown as literal text
 
 
 def test_bad_results_show_messages_not_tracebacks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "odd").mkdir()  # written by some other tool: no "analysis" in its summary
     save_file({"something": torch.zeros(2)}, str(tmp_path / "odd" / "results.safetensors"))
     (tmp_path / "odd" / "summary.json").write_text("{}")
+    (tmp_path / "odd" / "report.html").write_text("<p>odd</p>")
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "results.safetensors").write_bytes(b"not a safetensors file")
     (tmp_path / "broken" / "summary.json").write_text("{}")
+    (tmp_path / "broken" / "report.html").write_text("<p>broken</p>")
     at = app(tmp_path, monkeypatch)  # shows "broken" first
     assert len(at.error) == 1 and not at.warning
     at.sidebar.selectbox(key="results_dir").set_value(tmp_path / "odd").run()
@@ -269,9 +271,10 @@ def test_interp_app_command_line(tmp_path: Path) -> None:
     from interp.commands.app import streamlit_command
     from interp.errors import InterpError
 
-    cmd = streamlit_command([tmp_path], 8600, "127.0.0.1", True)
+    write_results(tmp_path / "r", {"x": torch.zeros(1)}, {}, analysis="patch")
+    cmd = streamlit_command([tmp_path], 8600, "127.0.0.1")
     assert cmd[1:4] == ["-m", "streamlit", "run"] and Path(cmd[4]) == Path(EXPLORER)
     assert cmd[cmd.index("--server.port") + 1] == "8600" and cmd[cmd.index("--server.headless") + 1] == "true"
     assert cmd[-2:] == ["--", str(tmp_path.resolve())]
     with pytest.raises(InterpError, match="no such directory"):
-        streamlit_command([tmp_path / "missing"], 8600, "127.0.0.1", True)
+        streamlit_command([tmp_path / "missing"], 8600, "127.0.0.1")

@@ -1,5 +1,8 @@
-"""End to end in a real browser: `interp app DIR` (streamlit) on loopback, headless Chromium driven over its
-DevTools port, and the patching heatmap found rendered (a plotly heatmap layer inside Streamlit's chart element)."""
+"""End to end in a real browser: `interp app DIR` started as a user does (no terminal, a fresh HOME), headless
+Chromium driven over its DevTools port, the patching heatmap found rendered (a plotly heatmap layer inside
+Streamlit's chart element), and a hostile results directory name shown as text, never as HTML or Markdown.
+
+Chromium comes from `make install` (Debian's `chromium` package); it must be on PATH."""
 
 from __future__ import annotations
 
@@ -20,26 +23,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 TASK = {"clean": "the cat sees the ball", "corrupted": "the dog sees the ball", "answer": " the", "wrong": " a"}
 HEATMAP_JS = ("document.querySelectorAll('[data-testid=\"stPlotlyChart\"] .js-plotly-plot g.hm image').length")
-
-
-def chromium() -> str:
-    """Debian's chromium, installed with apt-get when missing (the test set-up); skip when that cannot be done."""
-    found = shutil.which("chromium") or shutil.which("chromium-browser")
-    if found:
-        return found
-    if shutil.which("apt-get") is None or os.geteuid() != 0:
-        pytest.skip("Chromium is not installed and cannot be installed here (needs apt-get as root): "
-                    "run `apt-get install -y chromium` to enable the browser test")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    try:
-        subprocess.run(["apt-get", "install", "-y", "--no-install-recommends", "chromium"], env=env, check=True,
-                       capture_output=True, timeout=900)
-    except (subprocess.SubprocessError, OSError) as err:
-        pytest.skip(f"Chromium is not installed and `apt-get install -y chromium` failed ({err}): no browser test")
-    found = shutil.which("chromium")
-    if found is None:
-        pytest.skip("`apt-get install chromium` ran but no chromium binary is on PATH")
-    return found
+CAPTIONS_JS = "Array.from(document.querySelectorAll('[data-testid=\"stCaptionContainer\"]'), e => e.textContent)"
+HOSTILE = "<img src=x onerror=alert(1)> *b* _i_ $x$ :red[c] [l](e) `c` #h \\"
 
 
 def free_port() -> int:
@@ -60,9 +45,10 @@ def wait_for(url: str, deadline: float) -> bytes:
             time.sleep(0.3)
 
 
-def started(cmd: list[str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+def started(cmd: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """`cmd` in its own process group, with no terminal on any standard stream."""
+    return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env=env, start_new_session=True)
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:
@@ -103,14 +89,16 @@ def results_dir(tmp_path: Path) -> Path:
 
     ckpt = tiny_checkpoint("llama", tmp_path / "run" / "step_000100")
     (tmp_path / "task.jsonl").write_text(json.dumps(TASK) + "\n")
-    return run_sweep(ckpt, tmp_path / "task.jsonl", tmp_path / "results" / "patch", Settings(sites=("resid_pre",)))
+    return run_sweep(ckpt, tmp_path / "task.jsonl", tmp_path / "results" / HOSTILE, Settings(sites=("resid_pre",)))
 
 
 @pytest.fixture
-def served(results_dir: Path) -> Iterator[str]:
-    """`interp app RESULTS_DIR` served on a free loopback port; its URL."""
+def served(results_dir: Path, tmp_path: Path) -> Iterator[str]:
+    """`interp app RESULTS_DIR --port P` as a new user starts it (console script, empty HOME); its URL."""
     port = free_port()
-    server = started([sys.executable, "-m", "interp.cli", "app", str(results_dir), "--headless", "--port", str(port)])
+    (tmp_path / "home").mkdir()
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("STREAMLIT_")}, "HOME": str(tmp_path / "home")}
+    server = started([str(Path(sys.executable).parent / "interp"), "app", str(results_dir), "--port", str(port)], env)
     try:
         assert wait_for(f"http://127.0.0.1:{port}/_stcore/health", time.monotonic() + 60) == b"ok"
         yield f"http://127.0.0.1:{port}/"
@@ -118,8 +106,9 @@ def served(results_dir: Path) -> Iterator[str]:
         stop(server)
 
 
-def test_the_heatmap_renders_in_a_real_browser(served: str, tmp_path: Path) -> None:
-    binary = chromium()
+def test_the_heatmap_renders_in_a_real_browser(served: str, results_dir: Path, tmp_path: Path) -> None:
+    binary = shutil.which("chromium")
+    assert binary, "chromium is not on PATH: `make install` installs it (Debian's chromium package)"
     port = free_port()
     browser = started([binary, "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
                        f"--remote-debugging-port={port}", "--remote-debugging-address=127.0.0.1",
@@ -136,10 +125,13 @@ def test_the_heatmap_renders_in_a_real_browser(served: str, tmp_path: Path) -> N
             count = tools.evaluate(HEATMAP_JS) or 0
         title = tools.evaluate("document.querySelector('.js-plotly-plot .gtitle')?.textContent")
         errors = tools.evaluate("document.querySelectorAll('[data-testid=\"stException\"]').length")
+        captions = tools.evaluate(CAPTIONS_JS)
+        images = tools.evaluate("document.querySelectorAll('img[src=\"x\"]').length")
         shot = base64.b64decode(tools.call("Page.captureScreenshot", format="png")["data"])
         (tmp_path / "explorer.png").write_bytes(shot)
     finally:
         stop(browser)
     assert count >= 1, "no rendered plotly heatmap on the page within 60 s"
     assert title == "resid_pre: step 100" and errors == 0
+    assert str(results_dir) in captions and images == 0, captions  # the name shown verbatim, not rendered
     assert shot.startswith(b"\x89PNG")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import random
 import re
 from pathlib import Path
@@ -15,6 +16,7 @@ import torch
 from typer.testing import CliRunner
 
 from interp.checkpoints import discover
+from interp.commands.zoo import MARKER
 from interp.zoo import corpus, data, world
 from interp.zoo import requests as rq
 from interp.zoo import train as zoo_train
@@ -387,6 +389,98 @@ def test_zoo_commands(zoo_quick: Path, tmp_path: Path) -> None:
     (tmp_path / "other" / "file.txt").write_text("x")
     refused = CliRunner().invoke(app, ["zoo", "build", "--quick", "--out", str(tmp_path / "other")])
     assert refused.exit_code != 0 and (tmp_path / "other" / "file.txt").is_file()
+
+
+def _web_project(out: Path) -> None:
+    """A directory someone else wrote that happens to hold a manifest.json (issue 17, item 1)."""
+    (out / "src").mkdir(parents=True)
+    (out / "manifest.json").write_text("{}")
+    (out / "src" / "keep.txt").write_text("x")
+
+
+def _marker(out: Path, text: str) -> None:
+    out.mkdir()
+    (out / MARKER).write_text(text)
+
+
+def _linked_marker(out: Path) -> None:
+    """A valid marker, but through a symbolic link: not proof that interp wrote the directory."""
+    (out.parent / "elsewhere.json").write_text(json.dumps({"kind": "interp-zoo", "schema": 1}))
+    out.mkdir()
+    (out / MARKER).symlink_to(out.parent / "elsewhere.json")
+
+
+def _link(out: Path) -> None:
+    (out.parent / "real").mkdir()
+    out.symlink_to(out.parent / "real")
+
+
+def _file(out: Path) -> None:
+    out.write_text("not a directory")
+
+
+def _under_file(out: Path) -> None:
+    out.parent.write_text("x")
+
+
+@pytest.mark.parametrize("make, out_name, needles", [
+    (_web_project, "w", ["no .interp-zoo.json", "older interp", "remove"]),
+    (lambda out: (out.mkdir(), (out / "notes.txt").write_text("mine")), "w", ["not empty", "no .interp-zoo.json"]),
+    (lambda out: _marker(out, json.dumps({"kind": "interp-zoo", "schema": 99})), "w", ["no .interp-zoo.json"]),
+    (lambda out: _marker(out, "{not json"), "w", ["no .interp-zoo.json"]),
+    (_linked_marker, "w", ["no .interp-zoo.json"]),
+    (_link, "w", ["symbolic link"]),
+    (_file, "w", ["is a file"]),
+    (_under_file, "file/zoo", ["is under", "a file"]),
+    (lambda out: None, ".", ["working directory"]),
+    (lambda out: None, "..", ["working directory or one of its parents"]),
+    (lambda out: None, "cache/zoo/mine", ["inside interp's zoo cache"]),
+], ids=["manifest-json-only", "other-files", "wrong-schema", "bad-marker", "linked-marker", "symlink", "file",
+        "under-file", "cwd", "parent-of-cwd", "in-the-cache"])
+def test_zoo_build_refuses_directories_it_did_not_write(make: Callable[[Path], Any], out_name: str,
+                                                        needles: list[str], tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    from clitools import assert_unchanged, assert_user_error, run, tree_state
+
+    work = tmp_path / "project"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    monkeypatch.setenv("INTERP_CACHE_DIR", str(work / "cache"))
+    make(work / out_name)
+    (work / "sibling.txt").write_text("untouched")
+    before = tree_state(tmp_path)
+    assert_user_error(run(["zoo", "build", "--quick", "--out", out_name], capsys), *needles)
+    assert_unchanged(tmp_path, before)
+    assert sorted(p.name for p in work.iterdir() if p.name.startswith(".")) == []  # no scratch copies left
+
+
+def test_zoo_build_replaces_only_its_own_copy(zoo_quick: Path, tmp_path: Path, capsys) -> None:
+    from clitools import run, tree_state
+
+    out, outside = tmp_path / "zoo", tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep.txt").write_text("x")
+    out.mkdir()  # an empty directory is accepted
+    old_mask = os.umask(0o002)
+    try:
+        assert run(["zoo", "build", "--quick", "--out", out], capsys)[0] == 0
+    finally:
+        os.umask(old_mask)
+    assert json.loads((out / MARKER).read_text())["kind"] == "interp-zoo"
+    assert read_manifest(out) == read_manifest(zoo_quick)
+    files = [p for p in out.rglob("*") if p.is_file()]
+    assert {oct(p.stat().st_mode & 0o777) for p in files} == {oct(0o664)}  # the user's umask, not the cache's 600
+    assert {oct(p.stat().st_mode & 0o777) for p in out.rglob("*") if p.is_dir()} == {oct(0o775)}
+    assert sha256_file(out / "base" / "step_000000" / "model.safetensors") == \
+        sha256_file(zoo_quick / "base" / "step_000000" / "model.safetensors")
+
+    (out / "stray.txt").write_text("inside the zoo")  # a rebuild replaces the whole copy ...
+    (out / "link").symlink_to(outside)  # ... but never deletes through a link
+    outside_before = tree_state(outside)
+    assert run(["zoo", "build", "--quick", "--out", out], capsys)[0] == 0
+    assert not (out / "stray.txt").exists() and not (out / "link").exists() and (out / MARKER).is_file()
+    assert tree_state(outside) == outside_before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["outside", "zoo"]  # no scratch copies left
 
 
 # --- the full zoo -------------------------------------------------------------------------------------------------

@@ -1,10 +1,13 @@
-"""Pieces every page shares: cached loading, plotly figures, and errors shown as messages instead of tracebacks."""
+"""Pieces every page shares: cached loading, plotly figures, errors shown as messages instead of tracebacks, and
+user strings (file, checkpoint and prompt names) shown as the literal text they are, never as Markdown or HTML."""
 
 from __future__ import annotations
 
 import contextlib
+import html
+import re
 from pathlib import Path
-from typing import Iterator, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import plotly.graph_objects as go
 import streamlit as st
@@ -24,15 +27,30 @@ def load_results(path: Path) -> Results:
     return _read(str(path), (path / SUMMARY_FILE).stat().st_mtime)
 
 
+_MARKDOWN_SYNTAX = re.compile(r"([!-/:-@\[-`{-~])")
+
+
+def literal(text: object) -> str:
+    """`text` with every ASCII punctuation character backslash-escaped, so that Streamlit's Markdown elements
+    (caption, error, write, ...) show it verbatim: no HTML, links, images, emphasis, LaTeX or colour directives."""
+    return _MARKDOWN_SYNTAX.sub(r"\\\1", str(text))
+
+
+def plotly_text(text: Any) -> Any:
+    """A string with HTML escaped, for plotly titles, labels and trace names (plotly renders a subset of HTML tags and
+    decodes entities, so the escaped text shows verbatim); numbers unchanged."""
+    return html.escape(text, quote=False) if isinstance(text, str) else text
+
+
 @contextlib.contextmanager
 def errors_as_messages() -> Iterator[None]:
     """Show any error raised inside as a one-paragraph message (with the fix for user errors), never a traceback."""
     try:
         yield
     except InterpError as err:
-        st.error(f"{err}")
+        st.error(literal(err))
     except Exception as err:  # noqa: BLE001 - the app must keep running whatever a page hits
-        st.error(f"{type(err).__name__}: {err}")
+        st.error(literal(f"{type(err).__name__}: {err}"))
 
 
 def heatmap(matrix: torch.Tensor, x_labels: Sequence[str], y_labels: Sequence[str], title: str,
@@ -40,9 +58,10 @@ def heatmap(matrix: torch.Tensor, x_labels: Sequence[str], y_labels: Sequence[st
     """A diverging heatmap centred on zero (red positive, blue negative), first row at the top."""
     values = matrix.detach().float().cpu()
     bound = float(values.abs().nan_to_num().max()) or 1.0
-    fig = go.Figure(go.Heatmap(z=values.tolist(), x=list(x_labels), y=list(y_labels), colorscale="RdBu",
+    fig = go.Figure(go.Heatmap(z=values.tolist(), x=[plotly_text(x) for x in x_labels],
+                               y=[plotly_text(y) for y in y_labels], colorscale="RdBu",
                                reversescale=True, zmin=-bound, zmax=bound, zmid=0))
-    fig.update_layout(title=title, xaxis_title=x_title, yaxis_title=y_title, yaxis_autorange="reversed")
+    fig.update_layout(title=plotly_text(title), xaxis_title=x_title, yaxis_title=y_title, yaxis_autorange="reversed")
     return fig
 
 
@@ -52,8 +71,8 @@ def lines(curves: Mapping[str, Sequence[float] | torch.Tensor], x: Sequence[floa
     fig = go.Figure()
     for name, ys in curves.items():
         values = ys.tolist() if isinstance(ys, torch.Tensor) else list(ys)
-        fig.add_trace(go.Scatter(x=list(x), y=values, mode="lines+markers", name=name))
-    fig.update_layout(title=title, xaxis_title=x_title, yaxis_title=y_title)
+        fig.add_trace(go.Scatter(x=list(x), y=values, mode="lines+markers", name=plotly_text(name)))
+    fig.update_layout(title=plotly_text(title), xaxis_title=x_title, yaxis_title=y_title)
     return fig
 
 

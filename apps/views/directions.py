@@ -6,7 +6,7 @@ import pandas as pd
 import streamlit as st
 from torch import Tensor
 
-from apps.views.common import lines
+from apps.views.common import lines, literal
 from interp.finetuning.truth import ROLES
 from interp.results import Results
 
@@ -35,14 +35,14 @@ def render(results: Results) -> None:
     """Cosine per layer for both kinds; accuracy curves for truth; the refusal-score table for refusal."""
     t, s = results.tensors, results.summary
     layers = list(range(t["cosine"].shape[0]))
-    st.caption(f"{s.get('method', '')}: base {s.get('base')}, post {s.get('post')}; data: {s.get('data')}")
+    st.caption(literal(f"{s.get('method', '')}: base {s.get('base')}, post {s.get('post')}; data: {s.get('data')}"))
     st.plotly_chart(lines({"cos(base, post)": t["cosine"]}, layers, "Direction cosine per layer", "layer",
                           "cosine"), key="dir_cosine")
     if "mm_accuracy" in t:
         st.plotly_chart(lines(accuracy_curves(t), layers, "Held-out probe accuracy per layer", "layer", "accuracy"),
                         key="dir_accuracy")
-        st.write(f"probe layer {s.get('probe_layer')}, steering at layers {s.get('intervene_layers')}")
+        st.write(literal(f"probe layer {s.get('probe_layer')}, steering at layers {s.get('intervene_layers')}"))
         st.dataframe(pd.DataFrame(s.get("nie", {})).T, key="dir_nie")
     else:
-        st.write(f"direction layer {s.get('layer')}, position {s.get('pos')}")
+        st.write(literal(f"direction layer {s.get('layer')}, position {s.get('pos')}"))
         st.dataframe(refusal_table(t), key="dir_refusal")

@@ -27,6 +27,6 @@ def render(results: Results) -> None:
         f" (a = {labels['a']['label']}, b = {labels['b']['label']})" if labels else "")
     st.plotly_chart(lines(chosen, list(range(n_layers)), title, "layer", stat), key="grad_curves")
     if "mad_markdown" in results.summary:
-        st.markdown(results.summary["mad_markdown"])
+        st.code(results.summary["mad_markdown"], language=None)  # user labels in it: shown, never rendered
     elif "mad" in results.summary:
         st.json(results.summary["mad"])

@@ -10,7 +10,7 @@ import plotly.graph_objects as go
 import streamlit as st
 from torch import Tensor
 
-from apps.views.common import heatmap, load_results
+from apps.views.common import heatmap, literal, load_results
 from apps.views.kinds import kind_of
 from interp.errors import InterpError
 from interp.results import Results
@@ -55,8 +55,8 @@ def render(results: Results, others: Sequence[Path]) -> None:
     labels = checkpoint_labels(results) or [f"checkpoint {i}" for i in range(results.tensors[names[0]].shape[0])]
     tokens = results.summary.get("prompt_tokens", {}).get("clean", [])
     s = results.summary
-    st.caption(f"metric {s.get('metric')} ({s.get('direction')}), {s.get('n_prompts')} prompts; "
-               "normalised: 0 = corrupted run, 1 = clean run")
+    st.caption(literal(f"metric {s.get('metric')} ({s.get('direction')}), {s.get('n_prompts')} prompts; "
+                       "normalised: 0 = corrupted run, 1 = clean run"))
     left, right = st.columns(2)
     site = left.selectbox("site", names, key="patch_site")
     raw = right.toggle("raw metric", key="patch_raw")

@@ -11,6 +11,8 @@ from typing import Callable, Iterable
 
 import streamlit as st
 
+from apps.views.common import literal
+
 TEMPLATES = {
     "patch": "patch RUN --task TASK.jsonl --out results/patch",
     "directions truth": "directions truth BASE POST --out results/truth",
@@ -75,9 +77,9 @@ def render() -> None:
         target = out_dir(args)
         if target is not None:
             st.session_state.setdefault("ran", []).append(target.resolve())
-        st.success(f"finished: {target or 'done'} (open it under Browse results)")
+        st.success(literal(f"finished: {target or 'done'} (open it under Browse results)"))
     else:
         errors = [l for l in output if l.startswith("error:")]
-        st.error(errors[-1] if errors else "\n".join(output[-5:]) or f"exit status {code}")
+        st.error(literal(errors[-1] if errors else "\n".join(output[-5:]) or f"exit status {code}"))
     with st.expander("output"):
         st.code("\n".join(output[-200:]) or "(none)")

@@ -10,6 +10,7 @@ import plotly.graph_objects as go
 import streamlit as st
 import torch
 
+from apps.views.common import literal, plotly_text
 from interp.errors import InterpError
 from interp.results import Results
 
@@ -64,7 +65,7 @@ def prompt_table(results: Results) -> pd.DataFrame:
 
 def histogram(table: pd.DataFrame) -> go.Figure:
     """TuCo histogram, one overlaid trace per prompt set."""
-    fig = go.Figure([go.Histogram(x=group["tuco"].tolist(), name=name, opacity=0.6, nbinsx=30)
+    fig = go.Figure([go.Histogram(x=group["tuco"].tolist(), name=plotly_text(name), opacity=0.6, nbinsx=30)
                      for name, group in table.groupby("set", sort=False)])
     fig.update_layout(barmode="overlay", title="TuCo per prompt", xaxis_title="TuCo", yaxis_title="prompts")
     return fig
@@ -74,13 +75,13 @@ def render(results: Results) -> None:
     """Table, histogram, behaviour per alpha, and the live rerun."""
     s = results.summary
     table = prompt_table(results)
-    st.caption(f"{s.get('method', '')}: base {s.get('base')}, fine-tuned {s.get('fine_tuned')}")
+    st.caption(literal(f"{s.get('method', '')}: base {s.get('base')}, fine-tuned {s.get('fine_tuned')}"))
     if "auc_tuco_a_vs_b" in s:
         st.metric("AUC (TuCo separates the two prompt sets)", f"{s['auc_tuco_a_vs_b']:.3f}")
     st.plotly_chart(histogram(table), key="tuco_hist")
     st.dataframe(table, key="tuco_table")
     if "behaviour" in s:
-        st.write(f"{s.get('behaviour_measure', 'behaviour')} per alpha", s["behaviour"])
+        st.write(literal(f"{s.get('behaviour_measure', 'behaviour')} per alpha"), s["behaviour"])
 
     st.subheader("Live: scale the fine-tuning component")
     prompt = st.text_input("prompt", key="tuco_prompt")

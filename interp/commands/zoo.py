@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Optional
 
@@ -10,6 +13,7 @@ import typer
 
 from interp.cli import app
 from interp.errors import InterpError
+from interp.outdir import current_umask, replace_dir, scratch_dir
 
 zoo_app = typer.Typer(help="The embedded model zoo: small Llama models trained here (base and chat runs).",
                       no_args_is_help=True)
@@ -31,17 +35,75 @@ COLUMNS: tuple[tuple[str, str, str], ...] = (
 )
 
 
-def _copy_zoo(source: Path, out: Path) -> None:
-    """Replace `out` (missing, or an earlier zoo) with a copy of the zoo at `source`."""
-    from interp.zoo.build import MANIFEST
+MARKER = ".interp-zoo.json"
+MARKER_KIND, MARKER_SCHEMA = "interp-zoo", 1
 
-    if out.exists() and any(out.iterdir()) and not (out / MANIFEST).is_file():
-        raise InterpError(f"{out} exists and is not a zoo (no {MANIFEST})", fix="choose another --out or empty it")
-    partial = out.with_name(out.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    shutil.copytree(source, partial)
-    shutil.rmtree(out, ignore_errors=True)
-    partial.rename(out)
+
+def is_zoo_copy(out: Path) -> bool:
+    """Whether `out` holds interp's own marker (a regular file, not a link): proof that `interp zoo build` wrote it."""
+    marker = out / MARKER
+    if marker.is_symlink() or not marker.is_file():
+        return False
+    try:
+        found = json.loads(marker.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return isinstance(found, dict) and found.get("kind") == MARKER_KIND and found.get("schema") == MARKER_SCHEMA
+
+
+def check_zoo_out(out: Path) -> Path:
+    """`out` as a directory `interp zoo build` may replace: missing, empty, or a zoo it wrote (its marker); never a
+    file, a link, the working directory or one of its parents, nor inside the cache the copy is made from. An
+    `InterpError` otherwise, before any work."""
+    from interp.zoo.build import cache_dir
+
+    out = Path(out).expanduser()
+    for parent in [out, *out.parents]:
+        if parent.exists() and not parent.is_dir():
+            where = "is" if parent == out else f"is under {parent}, which is"
+            raise InterpError(f"--out {out} {where} a file, not a directory", fix="choose another --out directory")
+    if out.is_symlink():
+        raise InterpError(f"--out {out} is a symbolic link; the zoo builder never replaces through links",
+                          fix="pass the real directory, or another --out")
+    if Path.cwd().resolve().is_relative_to(out.resolve()):
+        raise InterpError(f"--out {out} is the working directory or one of its parents",
+                          fix="choose a new directory for the zoo, e.g. --out data/zoo")
+    if out.resolve().is_relative_to(cache_dir().resolve()):
+        raise InterpError(f"--out {out} is inside interp's zoo cache ({cache_dir()}), which the copy is made from",
+                          fix="choose a directory outside the cache, e.g. --out data/zoo")
+    if not out.exists() or not any(out.iterdir()) or is_zoo_copy(out):
+        return out
+    older = (out / "manifest.json").exists()
+    old = " (it holds a manifest.json: a zoo from an older interp has no marker)" if older else ""
+    raise InterpError(f"--out {out} is not empty and has no {MARKER}, so `interp zoo build` did not write it{old}",
+                      fix=f"choose another --out, or remove {out} yourself if you no longer need it")
+
+
+def _copy_file(src: str, dst: str) -> None:
+    """Copy a file's bytes and give the copy the user's umask (the cache's weights may be private)."""
+    shutil.copyfile(src, dst)
+    os.chmod(dst, 0o666 & ~current_umask())
+
+
+def _copy_zoo(source: Path, out: Path) -> None:
+    """Replace `out` (checked by `check_zoo_out`) with a copy of the zoo at `source`, as a whole: the copy is written
+    into a hidden sibling, marked as interp's, then renamed into place."""
+    from interp.results import atomic_write_json
+    from interp.zoo.build import read_manifest
+
+    out = check_zoo_out(out)  # again: the build may have taken minutes
+    tmp = scratch_dir(out)
+    try:
+        shutil.copytree(source, tmp, copy_function=_copy_file, dirs_exist_ok=True)
+        for folder in [tmp, *(p for p in tmp.rglob("*") if p.is_dir() and not p.is_symlink())]:
+            folder.chmod(0o777 & ~current_umask())
+        atomic_write_json(tmp / MARKER, {"kind": MARKER_KIND, "schema": MARKER_SCHEMA, "source": source.name,
+                                         "code_hash": read_manifest(source).get("code_hash"),
+                                         "written": datetime.now(timezone.utc).isoformat()})
+        replace_dir(tmp, out, keep=())
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def print_zoo(root: Path) -> None:
@@ -86,6 +148,7 @@ def build_command(
     """Generate the corpora, train the base and chat runs, measure them, and write the zoo (reusing the cache)."""
     from interp.zoo.build import ensure_zoo
 
+    check_zoo_out(out)
     _copy_zoo(ensure_zoo(quick=quick, seed=seed, rebuild=rebuild), out)
     print_zoo(out)
 
