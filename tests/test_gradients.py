@@ -11,10 +11,10 @@ import torch
 from safetensors.torch import load_file
 
 from interp.dynamics import gradient_run
-from interp.dynamics.gradient_data import Encoded, encode_pair, read_pairs, write_pairs
+from interp.dynamics.gradient_data import Encoded, encode_pair, read_pairs, sample_sources, write_pairs
 from interp.dynamics.gradient_run import layer_gradients
 from interp.dynamics.gradient_stats import (
-    layer_thirds, mad, mad_table, mean_over_samples, relative_difference, singular_value_stats,
+    layer_thirds, mad, mad_table, relative_difference, singular_value_stats,
 )
 from interp.dynamics.gradients import IGNORE, per_sample_gradients, response_loss
 from interp.errors import InterpError
@@ -101,11 +101,6 @@ def test_layer_thirds_paper_table_and_any_depth() -> None:
             assert max(sizes) - min(sizes) <= 1 and sizes == sorted(sizes, reverse=True)
 
 
-def test_mean_over_samples_drops_nan_rows() -> None:
-    rows = torch.tensor([[1.0, 2.0], [math.nan, 10.0], [3.0, 4.0]])
-    torch.testing.assert_close(mean_over_samples(rows), torch.tensor([2.0, 3.0]))
-
-
 # ---- response-only loss -----------------------------------------------------------------------------------------
 
 
@@ -159,6 +154,56 @@ def test_batched_per_sample_gradients_equal_one_at_a_time(tiny_dir, arch: str) -
             torch.testing.assert_close(batched[key][row], grad, rtol=1e-4, atol=1e-6, msg=f"{arch} {key}")
 
 
+def _large_vocabulary_llama(tiny: Path, vocab_size: int = 49152) -> torch.nn.Module:
+    """The tiny Llama's shape with a 49k-token vocabulary (as SmolLM's) and random weights whose logits spread over a
+    few units, as a trained model's do (matrices N(0, 0.15), the unembedding three times that)."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(tiny)
+    config.vocab_size = vocab_size
+    model = AutoModelForCausalLM.from_config(config, attn_implementation="eager", dtype=torch.float32)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for param in model.parameters():
+            if param.ndim >= 2:
+                param.copy_(torch.randn(param.shape, generator=generator) * 0.15)
+        model.lm_head.weight.mul_(3.0)
+    return model.eval()
+
+
+def _one_at_a_time_nuclear(model: torch.nn.Module, samples: list[Encoded]) -> torch.Tensor:
+    """[sample, layer x projection] nuclear norms of q/k/v/o gradients: one unpadded sample at a time, the loss
+    written out directly (cross-entropy of the response tokens in the model's dtype), `.backward()`."""
+    norms = []
+    for sample in samples:
+        model.zero_grad()
+        ids = torch.tensor([sample.ids])
+        logits = model(input_ids=ids).logits[0]
+        torch.nn.functional.cross_entropy(logits[sample.n_prompt - 1: -1], ids[0, sample.n_prompt:]).backward()
+        norms.append(torch.stack([torch.linalg.matrix_norm(getattr(layer.self_attn, f"{p}_proj").weight.grad.double(),
+                                                           "nuc") for layer in model.model.layers for p in "qkvo"]))
+    return torch.stack(norms)
+
+
+def test_nuclear_norms_as_accurate_as_float32_autograd_on_a_large_vocabulary(tiny_dir) -> None:
+    """Against a float64 reference, the batched per-sample nuclear norms of a 49k-vocabulary model are as close as
+    plain float32 autograd's (3.9e-7 here). The earlier loss, a float32 cross-entropy over the transposed
+    [vocab, position] logits, was 12x further off (4.6e-6)."""
+    import copy
+
+    model = _large_vocabulary_llama(tiny_dir("llama"))
+    generator = torch.Generator().manual_seed(0)
+    samples = [Encoded(tuple(torch.randint(3, 49152, (n,), generator=generator).tolist()), 8) for n in (40, 60, 50)]
+    reference = _one_at_a_time_nuclear(copy.deepcopy(model).double(), samples)
+    plain = _one_at_a_time_nuclear(model, samples)
+    ids, labels = gradient_run._pad(samples, torch.device("cpu"))
+    _, stream = per_sample_gradients(model, ids, labels)
+    ours = torch.stack([torch.linalg.matrix_norm(grad.double(), "nuc") for _, name, grad in stream], dim=1)
+    error = lambda norms: float(((norms - reference).abs() / reference).max())  # noqa: E731
+    print(f"relative error vs float64: interp {error(ours):.2e}, plain float32 autograd {error(plain):.2e}")
+    assert error(ours) <= 2 * error(plain) + 1e-7
+
+
 # ---- resumable sweep and the command ----------------------------------------------------------------------------
 
 
@@ -183,19 +228,21 @@ def test_sweep_resumes_after_interruption(tiny_dir, tmp_path: Path, monkeypatch:
         return real(*args, **kwargs)
 
     monkeypatch.setattr(gradient_run, "per_sample_gradients", flaky)
+    partial = tmp_path / "partial.safetensors"
     with pytest.raises(Interrupted):
-        layer_gradients(model, samples, batch_size=2, partial_dir=tmp_path)
-    assert (tmp_path / gradient_run.PARTIAL_FILE).is_file()
+        layer_gradients(model, samples, batch_size=2, partial=partial, identity="weights-1")
+    assert partial.is_file()
     calls.clear()
     interrupt_at.clear()
-    resumed = layer_gradients(model, samples, batch_size=2, partial_dir=tmp_path)
+    resumed = layer_gradients(model, samples, batch_size=2, partial=partial, identity="weights-1")
     assert len(calls) == 2  # three batches in all; the first was saved before the interruption
     for key, value in full.per_sample.items():
         torch.testing.assert_close(resumed.per_sample[key], value, rtol=1e-5, atol=1e-7)
-    # Other inputs must not pick up that partial file.
-    calls.clear()
-    layer_gradients(model, samples[:4], batch_size=2, partial_dir=tmp_path)
-    assert len(calls) == 2
+    # Other inputs (other samples, other weights) must not pick up that partial file.
+    for other_samples, identity in ((samples[:4], "weights-1"), (samples, "weights-2")):
+        calls.clear()
+        layer_gradients(model, other_samples, batch_size=2, partial=partial, identity=identity)
+        assert len(calls) == math.ceil(len(other_samples) / 2)
 
 
 def test_command_single_and_comparison(tiny_dir, tmp_path: Path) -> None:
@@ -214,7 +261,7 @@ def test_command_single_and_comparison(tiny_dir, tmp_path: Path) -> None:
     assert done.exit_code == 0, done.output
     tensors = load_file(tmp_path / "one" / "results.safetensors")
     summary = json.loads((tmp_path / "one" / "summary.json").read_text())
-    assert not (tmp_path / "one" / gradient_run.PARTIAL_FILE).exists()
+    assert not (tmp_path / "one" / "partial").exists()
 
     model = load_hf_causal_lm(path)
     refs = [_reference_gradients(model, s)[1] for s in _encode(AutoTokenizer.from_pretrained(str(path)), PAIRS)]
@@ -247,6 +294,15 @@ def test_bad_jsonl_names_the_line(tmp_path: Path) -> None:
     bad.write_text('{"instruction": "a", "response": "b"}\n{"instruction": "a"}\n')
     with pytest.raises(InterpError, match="bad.jsonl:2"):
         read_pairs(bad)
+
+
+def test_sample_sources_name_the_lines_read_pairs_reads(tmp_path: Path) -> None:
+    """Blank lines are skipped and a U+2028 inside a JSON string does not end a line: sources still name the line."""
+    path = tmp_path / "data.jsonl"
+    path.write_text('\n{"instruction": "a\u2028b", "response": "c"}\n\n{"instruction": "d", "response": "e"}\n',
+                    encoding="utf-8")
+    assert read_pairs(path) == [("a\u2028b", "c"), ("d", "e")]
+    assert sample_sources(path) == [f"{path}:2", f"{path}:4"]
 
 
 def test_chat_template_prompt(tiny_dir) -> None:

@@ -293,10 +293,28 @@ def test_clamped_run_forms_earlier_than_unclamped(tmp_path: Path) -> None:
     assert progress["clamps"] == ["prev:0.0"]
 
 
-def test_bad_input_errors(tmp_path: Path) -> None:
-    assert cli("induction", str(tmp_path / "missing"), "--out", str(tmp_path / "out")) == 2
-    assert cli("induction", "train", "--task", "nope", "--out", str(tmp_path / "r")) == 2
-    assert cli("induction", "train", "--clamp", "prev:9.0", "--out", str(tmp_path / "r")) == 2
+def test_rerun_reuses_scores_by_weights_content(tiny_dir: Callable[[str], Path], tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """A rerun into the same --out reuses each checkpoint's scores only while its weights are the same: replace one
+    checkpoint's weights (same path, same settings) and exactly that one is scored again, as a fresh run scores it."""
+    from interp.commands.induction import run_induction
+    from interp.dynamics import induction
+    from interp.testing import tiny_checkpoint
+
+    run = tmp_path / "run"
+    for step in (100, 200):
+        tiny_checkpoint("gpt2", run / f"step_{step:06d}", seed=step)
+    real, scored = induction.checkpoint_scores, []
+    monkeypatch.setattr(induction, "checkpoint_scores", lambda nt, *a, **k: scored.append(1) or real(nt, *a, **k))
+    run_induction(run, tmp_path / "out", seq_len=6, batch=2)
+    assert len(scored) == 2
+    tiny_checkpoint("gpt2", run / "step_000200", seed=7)
+    scored.clear()
+    rerun = read_results(run_induction(run, tmp_path / "out", seq_len=6, batch=2))
+    assert len(scored) == 1
+    fresh = read_results(run_induction(run, tmp_path / "fresh", seq_len=6, batch=2))
+    for name, value in fresh.tensors.items():
+        torch.testing.assert_close(rerun.tensors[name], value, msg=name)
 
 
 def _zoo_base_scores(root: Path, out: Path, batch: int = 10) -> tuple[Any, list[dict[str, Any]]]:

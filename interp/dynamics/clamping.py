@@ -25,13 +25,13 @@ from typing import Any, Literal, Sequence
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
-from tqdm import tqdm
 
 from interp.dynamics.export import native_to_gpt2
 from interp.dynamics.induction import Patterns, run_with_patterns, target_pattern, target_score
 from interp.dynamics.tasks import BOS_ID, BurstyTask, RepeatTask
 from interp.errors import InterpError
 from interp.models.native import HookFn, NativeTransformer
+from interp.progress import progress
 from interp.results import atomic_save_tensors, atomic_write_json
 
 ClampKind = Literal["prev", "induction", "copy"]
@@ -137,7 +137,14 @@ def read_run_clamps(run_dir: Path) -> ClampSet:
     path = run_dir / RUN_FILE
     if not path.is_file():
         return ClampSet()
-    return ClampSet(tuple(Clamp.parse(s) for s in json.loads(path.read_text()).get("clamps", [])))
+    try:
+        specs = json.loads(path.read_text(encoding="utf-8")).get("clamps", [])
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError) as err:
+        raise InterpError(f"{path} is not a JSON object ({err})",
+                          fix="restore the run.json that `interp induction train` wrote, or pass --no-clamps") from err
+    if not isinstance(specs, list) or not all(isinstance(spec, str) for spec in specs):
+        raise InterpError(f"{path}: 'clamps' must be a list of KIND:LAYER.HEAD strings", fix=_SPEC_FIX)
+    return ClampSet(tuple(Clamp.parse(spec) for spec in specs))
 
 
 @dataclass(frozen=True)
@@ -225,7 +232,8 @@ def train(task: RepeatTask | BurstyTask, clamps: Sequence[Clamp], out: str | Pat
         tokenizer.save_pretrained(out / f"step_{step:06d}")
         atomic_save_tensors(out / PROGRESS_FILE, {k: torch.stack(v) for k, v in log.items()})
 
-    for step in tqdm(range(cfg.steps + 1), desc=f"train {task.describe()['task']} {clamp_set.clamps or ''}"):
+    for step in progress(range(cfg.steps + 1), desc=f"train {task.describe()['task']} {clamp_set.clamps or ''}",
+                         unit="step"):
         batch = task.sample(cfg.batch, data_gen)
         logits, patterns = clamp_set.forward(nt, batch.tokens)
         measures = progress_measures(logits, patterns, batch.tokens, batch.targets)

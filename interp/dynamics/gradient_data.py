@@ -24,10 +24,12 @@ SYSTEM_PROMPT = "You are a helpful assistant."
 
 @dataclass(frozen=True)
 class Encoded:
-    """One sample's token ids; the first `n_prompt` are the prompt (no loss), the rest the response."""
+    """One sample's token ids; the first `n_prompt` are the prompt (no loss), the rest the response. `source`
+    (`file:line`) names the sample in errors."""
 
     ids: tuple[int, ...]
     n_prompt: int
+    source: str = ""
 
     @property
     def n_response(self) -> int:
@@ -38,6 +40,13 @@ def read_pairs(path: str | Path) -> list[tuple[str, str]]:
     """Read a JSONL file of {"instruction": str, "response": str} objects, one per line (blank lines skipped)."""
     rows = read_records(path, ("instruction", "response"), '{"instruction": "2+3=", "response": "5"}')
     return [(row["instruction"], row["response"]) for row in rows]
+
+
+def sample_sources(path: str | Path) -> list[str]:
+    """`file:line` of each pair `read_pairs` returns, counted as `interp.jsonl.read_records` counts them (lines split
+    at "\n" only, blank ones skipped), to name a sample in errors."""
+    lines = Path(path).expanduser().read_text(encoding="utf-8-sig").split("\n")
+    return [f"{path}:{number}" for number, line in enumerate(lines, start=1) if line.strip()]
 
 
 def write_pairs(pairs: list[tuple[str, str]], path: str | Path) -> Path:
@@ -78,6 +87,8 @@ def encode_pair(tokenizer: Any, instruction: str, response: str, template: str, 
     else:
         text = _chat_text(tokenizer, instruction, template)
         prompt_ids = list(tokenizer(text, add_special_tokens=False)["input_ids"])
+    if prepend_bos and tokenizer.bos_token_id is None:
+        raise InterpError("--prepend-bos asked for, but the tokenizer has no BOS token", fix="pass --no-prepend-bos")
     if prepend_bos and prompt_ids[:1] != [tokenizer.bos_token_id]:
         prompt_ids.insert(0, tokenizer.bos_token_id)
     response_ids = tokenizer(response, add_special_tokens=False)["input_ids"]
@@ -85,10 +96,24 @@ def encode_pair(tokenizer: Any, instruction: str, response: str, template: str, 
 
 
 def encode_pairs(tokenizer: Any, pairs: list[tuple[str, str]], template: str, max_length: int,
-                 prepend_bos: bool = False) -> list[Encoded]:
-    """Encode every pair and truncate to `max_length` tokens (Li et al. use 1024); a sample may lose its response."""
+                 prepend_bos: bool = False, sources: list[str] | None = None) -> list[Encoded]:
+    """Encode every pair and truncate to `max_length` tokens (Li et al. use 1024); `sources` name the samples."""
+    sources = sources or [f"sample {i}" for i in range(len(pairs))]
     encoded = (encode_pair(tokenizer, instruction, response, template, prepend_bos) for instruction, response in pairs)
-    return [Encoded(e.ids[:max_length], min(e.n_prompt, max_length)) for e in encoded]
+    return [Encoded(e.ids[:max_length], min(e.n_prompt, max_length), source) for e, source in zip(encoded, sources)]
+
+
+def check_samples(samples: list[Encoded], n_ctx: int, max_length: int) -> None:
+    """Refuse, naming the line, a sample longer than the model's context or left with no response token to take the
+    loss on (an empty response, or one truncated away by `max_length`): both would give wrong or NaN numbers."""
+    for s in samples:
+        if len(s.ids) > n_ctx:
+            raise InterpError(f"{s.source}: the sample is {len(s.ids)} tokens, longer than the model's context of "
+                              f"{n_ctx}", fix=f"pass --max-length {n_ctx} (or less) to truncate the samples")
+        if s.n_response < 1 or len(s.ids) < 2:
+            raise InterpError(f"{s.source}: no response token is left to take the loss on (prompt {s.n_prompt} "
+                              f"tokens, --max-length {max_length})",
+                              fix="give that line a non-empty response, shorten its instruction or raise --max-length")
 
 
 def _chat_text(tokenizer: Any, instruction: str, template: str) -> str:

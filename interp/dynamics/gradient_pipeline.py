@@ -1,23 +1,34 @@
-"""`interp gradients` end to end: load a checkpoint, encode the data, run the sweep, write results directories.
+"""`interp gradients` end to end: check everything, encode the data, run the sweep, write the results directory.
 
 One condition writes `results.safetensors` (`nuclear.q` ... each [layer], `samples.*` [sample, layer], `loss`),
-`summary.json` (MAD tables) and `report.html`. A comparison runs each condition into `OUT/a` and `OUT/b` (each
-resumable on its own) and writes `OUT` with `a.*`/`b.*` curves, RD between them and both MAD tables.
+`summary.json` (MAD tables) and `report.html`. A comparison of two conditions writes `OUT` with `a.*`/`b.*` tensors,
+RD between them and both MAD tables, and each condition's own results directory in `OUT/a` and `OUT/b`.
+
+Before any compute: `--out` (`check_out`), the options, every checkpoint (`verify_checkpoint`; two models must be
+compatible), the data (each sample within the model's context and with a response token). Sweeps save progress in
+`OUT/partial/` (removed once the results are written), keyed by the weights' content, so a rerun resumes.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+import shutil
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
-import torch
-
-from interp.dynamics.gradient_data import encode_pairs, is_zoo_checkpoint, read_pairs, resolve_template
+from interp.dynamics.gradient_data import (
+    TEMPLATES, Encoded, check_samples, encode_pairs, is_zoo_checkpoint, read_pairs, resolve_template, sample_sources,
+)
 from interp.dynamics.gradient_report import figures, mad_markdown, relative_differences
-from interp.dynamics.gradient_run import PARTIAL_FILE, LayerGradients, layer_gradients, summary_of
+from interp.dynamics.gradient_run import LayerGradients, layer_gradients, summary_of
 from interp.errors import InterpError
+from interp.options import check_range
+from interp.outdir import check_out, write_partial_settings
 from interp.results import write_results
+
+PARTIAL_DIR = "partial"
+SIDES = ("a", "b")
 
 
 @dataclass(frozen=True)
@@ -40,50 +51,124 @@ class Options:
     device: str = "cpu"
     dtype: str = "float32"
 
+    def check(self) -> None:
+        """Refuse out-of-range options before any compute."""
+        from interp.loading import resolve_device, resolve_dtype
 
-def run_condition(condition: Condition, out_dir: Path, options: Options) -> LayerGradients:
-    """Gradient statistics of one condition, written as a results directory (resuming a partial run there)."""
-    from transformers import AutoTokenizer
+        check_range("--batch-size", self.batch_size, 1)
+        check_range("--max-length", self.max_length, 2)
+        check_range("--limit", self.limit, 1)
+        if self.template not in TEMPLATES:
+            raise InterpError(f"unknown template {self.template!r}", fix=f"use one of {', '.join(TEMPLATES)}")
+        resolve_dtype(self.dtype)
+        resolve_device(self.device)
 
+
+@dataclass(frozen=True)
+class Prepared:
+    """A checked condition: its checkpoint directory, encoded samples and the prompt format used."""
+
+    condition: Condition
+    root: Path
+    samples: list[Encoded]
+    template: str
+    prepend_bos: bool
+
+
+def prepare(condition: Condition, options: Options) -> Prepared:
+    """Every check of one condition that needs no weights: the checkpoint, its tokenizer, the data, the lengths."""
+    from interp.checkpoints import read_summary
+    from interp.loading import load_tokenizer, verify_checkpoint
+
+    root = verify_checkpoint(condition.model)
+    tokenizer = load_tokenizer(root)
+    pairs = read_pairs(condition.data)[: options.limit]
+    template = resolve_template(options.template, root, tokenizer)  # type: ignore[arg-type]
+    bos = is_zoo_checkpoint(root) if options.prepend_bos is None else options.prepend_bos
+    samples = encode_pairs(tokenizer, pairs, template, options.max_length, bos, sample_sources(condition.data))
+    check_samples(samples, read_summary(root).n_ctx, options.max_length)
+    return Prepared(condition, root, samples, template, bos)
+
+
+def settings_of(conditions: Sequence[Condition], options: Options) -> dict[str, Any]:
+    """What `--out` is keyed by (`check_out`): the conditions' paths and labels, and the options."""
+    return {"conditions": [{"model": str(c.model), "data": str(c.data), "label": c.label} for c in conditions],
+            **asdict(options)}
+
+
+def run_gradients(conditions: Sequence[Condition], out: Path, options: Options, force: bool = False
+                  ) -> dict[str, Any]:
+    """Gradient statistics of one condition, or of two compared; writes `out` and returns its summary."""
+    from interp.checkpoints import check_compatible
     from interp.models.convert import load_hf_causal_lm
 
-    if not (condition.model / "config.json").is_file():
-        raise InterpError(f"{condition.model} is not a checkpoint directory (no config.json)",
-                          fix="pass a Hugging Face checkpoint directory, e.g. data/zoo/base/step_000300")
-    dtype = getattr(torch, options.dtype, None)
-    if not isinstance(dtype, torch.dtype):
-        raise InterpError(f"unknown dtype {options.dtype!r}", fix="use float32, bfloat16 or float16")
-    pairs = read_pairs(condition.data)[: options.limit]
-    tokenizer = AutoTokenizer.from_pretrained(str(condition.model), local_files_only=True)
-    template = resolve_template(options.template, condition.model, tokenizer)  # type: ignore[arg-type]
-    bos = is_zoo_checkpoint(condition.model) if options.prepend_bos is None else options.prepend_bos
-    samples = encode_pairs(tokenizer, pairs, template, options.max_length, bos)
-    model = load_hf_causal_lm(condition.model, dtype=dtype).to(options.device)
-    result = layer_gradients(model, samples, options.include_mlp, options.batch_size, partial_dir=out_dir,
-                             desc=f"gradients {condition.label}")
-    summary = {"model": str(condition.model), "data": str(condition.data), "label": condition.label,
-               "template": template, "prepend_bos": bos, "max_length": options.max_length, "dtype": options.dtype,
-               **summary_of(result)}
-    write_results(out_dir, result.tensors(), summary, figures({condition.label: result}),
-                  title=f"Layer gradients: {condition.label}", analysis="gradients")
-    (out_dir / PARTIAL_FILE).unlink(missing_ok=True)
-    return result
+    settings = settings_of(conditions, options)
+    out = check_out(out, "gradients", settings, force)
+    options.check()
+    if len(conditions) == 2 and conditions[0].label == conditions[1].label:
+        raise InterpError(f"both conditions are labelled {conditions[0].label!r}",
+                          fix="pass distinct --label-a and --label-b")
+    prepared = [prepare(c, options) for c in conditions]
+    if len(prepared) == 2 and prepared[0].root.resolve() != prepared[1].root.resolve():
+        check_compatible(prepared[0].root, prepared[1].root)
+        load_hf_causal_lm(prepared[1].root)  # non-finite weights in b are refused now, not after a's sweep
+    write_partial_settings(out, "gradients", settings)
+    results = [_sweep(p, out / PARTIAL_DIR / f"{side}.safetensors", options) for side, p in zip(SIDES, prepared)]
+    parts = [_condition_results(p, r, options) for p, r in zip(prepared, results)]
+    if len(parts) == 1:
+        tensors, summary = parts[0]
+        write_results(out, tensors, summary, figures({conditions[0].label: results[0]}),
+                      title=f"Layer gradients: {conditions[0].label}", analysis="gradients", settings=settings)
+    else:
+        summary = _write_comparison(out, prepared, results, parts, settings)
+    shutil.rmtree(out / PARTIAL_DIR, ignore_errors=True)
+    return summary
 
 
-def compare_conditions(a: Condition, b: Condition, out_dir: Path, options: Options) -> dict[str, Any]:
-    """Run both conditions (into OUT/a and OUT/b) and write the comparison; returns its summary."""
-    if a.label == b.label:
-        raise InterpError(f"both conditions are labelled {a.label!r}", fix="pass distinct --label-a and --label-b")
-    results = {a.label: run_condition(a, out_dir / "a", options), b.label: run_condition(b, out_dir / "b", options)}
-    ra, rb = results[a.label], results[b.label]
-    tensors = {f"{side}.{key}": value for side, result in (("a", ra), ("b", rb))
-               for key, value in result.curves().items()}
-    summary = {
-        "conditions": {"a": {"label": a.label, "model": str(a.model), "data": str(a.data), **summary_of(ra)},
-                       "b": {"label": b.label, "model": str(b.model), "data": str(b.data), **summary_of(rb)}},
-        "relative_difference": relative_differences(ra, rb),
-        "mad_markdown": mad_markdown(results),
-    }
-    write_results(out_dir, tensors, summary, figures(results), title=f"Layer gradients: {a.label} vs {b.label}",
-                  analysis="gradients")
+def compare_conditions(a: Condition, b: Condition, out_dir: Path, options: Options, force: bool = False
+                       ) -> dict[str, Any]:
+    """Run both conditions and write the comparison (and `OUT/a`, `OUT/b`); returns its summary."""
+    return run_gradients([a, b], out_dir, options, force)
+
+
+def _sweep(prepared: Prepared, partial: Path, options: Options) -> LayerGradients:
+    """Load the checkpoint (refusing non-finite weights) and run the resumable sweep."""
+    from interp.checkpoints import weights_sha256
+    from interp.loading import read_config, resolve_device, resolve_dtype
+    from interp.models.convert import load_hf_causal_lm
+
+    model = load_hf_causal_lm(prepared.root, dtype=resolve_dtype(options.dtype)).to(resolve_device(options.device))
+    identity = json.dumps({"weights_sha256": weights_sha256(prepared.root), "config": read_config(prepared.root),
+                           "dtype": options.dtype}, sort_keys=True)
+    return layer_gradients(model, prepared.samples, options.include_mlp, options.batch_size, partial=partial,
+                           identity=identity, name=str(prepared.condition.model))
+
+
+def _condition_results(prepared: Prepared, result: LayerGradients, options: Options
+                       ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """One condition's tensors and summary."""
+    from interp.checkpoints import weights_sha256
+
+    c = prepared.condition
+    summary = {"label": c.label, "model": str(c.model), "data": str(c.data),
+               "weights_sha256": weights_sha256(prepared.root), "template": prepared.template,
+               "prepend_bos": prepared.prepend_bos, "max_length": options.max_length, "dtype": options.dtype,
+               **summary_of(result), "mad_markdown": mad_markdown({c.label: result})}
+    return result.tensors(), summary
+
+
+def _write_comparison(out: Path, prepared: list[Prepared], results: list[LayerGradients],
+                      parts: list[tuple[dict[str, Any], dict[str, Any]]], settings: dict[str, Any]) -> dict[str, Any]:
+    """`OUT` with both conditions side by side, then each condition's own directory `OUT/a`, `OUT/b`."""
+    labelled = {p.condition.label: r for p, r in zip(prepared, results)}
+    tensors = {f"{side}.{key}": value for side, (side_tensors, _) in zip(SIDES, parts)
+               for key, value in side_tensors.items()}
+    summary = {"conditions": {side: side_summary for side, (_, side_summary) in zip(SIDES, parts)},
+               "relative_difference": relative_differences(*results), "mad_markdown": mad_markdown(labelled)}
+    labels = " vs ".join(labelled)
+    write_results(out, tensors, summary, figures(labelled), title=f"Layer gradients: {labels}", analysis="gradients",
+                  settings=settings)
+    for side, p, r, (side_tensors, side_summary) in zip(SIDES, prepared, results, parts):
+        write_results(out / side, side_tensors, side_summary, figures({p.condition.label: r}),
+                      title=f"Layer gradients: {p.condition.label}", analysis="gradients", settings=settings)
     return summary

@@ -20,7 +20,7 @@ PAPER_THIRDS: dict[int, tuple[int, int]] = {28: (7, 21), 26: (7, 20), 32: (10, 2
 def singular_value_stats(grads: Float[Tensor, "*batch out inp"]) -> dict[str, Float[Tensor, "*batch"]]:
     """Nuclear norm (sum of singular values), sigma_1 / nuclear, and Frobenius norm of each matrix, in one batched SVD.
 
-    A zero matrix gets a NaN ratio (0/0); the paper's averaging drops such rows.
+    A zero matrix gets a NaN ratio (0/0), which the sweep refuses, naming the sample.
     """
     sigma = torch.linalg.svdvals(grads.float())
     nuclear = sigma.sum(-1)
@@ -29,14 +29,6 @@ def singular_value_stats(grads: Float[Tensor, "*batch out inp"]) -> dict[str, Fl
         "sigma1_ratio": sigma[..., 0] / nuclear,
         "frobenius": sigma.square().sum(-1).sqrt(),
     }
-
-
-def mean_over_samples(per_sample: Float[Tensor, "sample layer"]) -> Float[Tensor, "layer"]:
-    """Average over samples, dropping every sample with a NaN in any layer (as the paper's `parse_qkvo_all`)."""
-    keep = ~per_sample.isnan().any(dim=-1)
-    if not keep.any():
-        return torch.full(per_sample.shape[-1:], math.nan)
-    return per_sample[keep].mean(0)
 
 
 def mad(curve: Float[Tensor, "layer"]) -> float:

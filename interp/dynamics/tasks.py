@@ -16,6 +16,7 @@ from torch import Tensor
 
 BOS_ID = 0
 TaskName = Literal["repeat", "bursty"]
+TASKS: tuple[str, ...] = ("repeat", "bursty")
 
 
 @dataclass
