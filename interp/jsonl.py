@@ -18,6 +18,11 @@ _JSON_TYPES = {list: "array", str: "string", int: "number", float: "number", boo
 
 def read_records(path: str | Path, fields: tuple[str, ...], example: str) -> list[dict[str, str]]:
     """The string `fields` of each non-blank line of a JSONL file; `example` is a valid line, shown in errors."""
+    return [record for _, record in numbered_records(path, fields, example)]
+
+
+def numbered_records(path: str | Path, fields: tuple[str, ...], example: str) -> list[tuple[int, dict[str, str]]]:
+    """`read_records` with each record's line number in the file (blank lines count), for errors about a record."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise InterpError(f"{path} does not exist", fix=f"pass a JSONL file with lines like {example}")
@@ -28,7 +33,7 @@ def read_records(path: str | Path, fields: tuple[str, ...], example: str) -> lis
     records = []
     for number, line in enumerate(text.split("\n"), start=1):
         if line.strip():
-            records.append(_record(_parse(path, number, line, example), fields, f"{path}:{number}", example))
+            records.append((number, _record(_parse(path, number, line, example), fields, f"{path}:{number}", example)))
     if not records:
         raise InterpError(f"{path} holds no lines", fix=f"add lines like {example}")
     return records

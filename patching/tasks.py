@@ -22,7 +22,7 @@ from jaxtyping import Int
 from torch import Tensor
 
 from interp.errors import InterpError
-from interp.jsonl import read_records
+from interp.jsonl import numbered_records
 
 FIELDS = ("clean", "corrupted", "answer", "wrong")
 
@@ -47,9 +47,9 @@ class Task:
         return digest.hexdigest()
 
 
-def read_lines(path: Path) -> list[dict[str, str]]:
-    """The task's lines, each checked to hold the four string fields."""
-    return read_records(path, FIELDS, '{"clean": ..., "corrupted": ..., "answer": ..., "wrong": ...}')
+def read_lines(path: Path) -> list[tuple[int, dict[str, str]]]:
+    """The task's lines with their line numbers, each checked to hold the four string fields."""
+    return numbered_records(path, FIELDS, '{"clean": ..., "corrupted": ..., "answer": ..., "wrong": ...}')
 
 
 def _encode(tokenizer: Any, text: str, prepend_bos: bool) -> list[int]:
@@ -93,7 +93,7 @@ def load_task(path: Path, tokenizer: Any, prepend_bos: bool = True, n_ctx: int |
     lines = read_lines(path)
     clean, corrupted, answers, wrongs = [], [], [], []
     bad, width = [], None
-    for number, row in enumerate(lines, start=1):
+    for number, row in lines:
         ids = {f: _encode(tokenizer, row[f], prepend_bos) for f in ("clean", "corrupted")}
         ids |= {f: tokenizer.encode(row[f], add_special_tokens=False) for f in ("answer", "wrong")}
         _check_line(f"{path} line {number}", row, ids, tokenizer, n_ctx, d_vocab, same_prompts)
@@ -105,7 +105,8 @@ def load_task(path: Path, tokenizer: Any, prepend_bos: bool = True, n_ctx: int |
     if bad:
         raise InterpError(f"{path}: lines {', '.join(bad[:10])} do not tokenise to line 1's {width} tokens",
                           fix="make clean and corrupted prompts (and all lines) the same length in tokens")
-    return Task(torch.tensor(clean), torch.tensor(corrupted), torch.tensor(answers), torch.tensor(wrongs), lines,
+    return Task(torch.tensor(clean), torch.tensor(corrupted), torch.tensor(answers), torch.tensor(wrongs),
+                [row for _, row in lines],
                 hashlib.sha256(path.read_bytes()).hexdigest())
 
 

@@ -234,3 +234,16 @@ def test_progress_writes_lines_when_redirected(monkeypatch: pytest.MonkeyPatch) 
     assert list(progress(range(3), desc="checkpoints", unit="ckpt")) == [0, 1, 2]
     lines = stream.getvalue().splitlines()
     assert lines and "\r" not in stream.getvalue() and "checkpoints: 100%" in lines[-1] and "3/3" in lines[-1]
+
+
+def test_records_keep_their_file_line_numbers(tmp_path: Path, tiny_dir: Callable[[str], Path]) -> None:
+    from interp.jsonl import numbered_records
+    from interp.loading import load_tokenizer
+    from patching.tasks import load_task
+
+    good = {"clean": "the cat sees the moon.", "corrupted": "the dog sees the moon.", "answer": " a", "wrong": " b"}
+    path = tmp_path / "task.jsonl"
+    path.write_text(json.dumps(good) + "\n\n" + json.dumps(good | {"wrong": " a"}) + "\n")
+    assert [n for n, _ in numbered_records(path, ("clean",), "{}")] == [1, 3]
+    with pytest.raises(InterpError, match="task.jsonl line 3"):
+        load_task(path, load_tokenizer(tiny_dir("llama")))

@@ -14,12 +14,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 from interp.errors import InterpError
-from interp.jsonl import read_records
+from interp.jsonl import numbered_records, read_records
 
 Template = Literal["auto", "plain", "chat"]
 TEMPLATES: tuple[str, ...] = ("auto", "plain", "chat")
 # Li et al. give instruct models this system message (and none for Gemma, whose template rejects a system role).
 SYSTEM_PROMPT = "You are a helpful assistant."
+PAIR_FIELDS = ("instruction", "response")
+PAIR_EXAMPLE = '{"instruction": "2+3=", "response": "5"}'
 
 
 @dataclass(frozen=True)
@@ -38,15 +40,13 @@ class Encoded:
 
 def read_pairs(path: str | Path) -> list[tuple[str, str]]:
     """Read a JSONL file of {"instruction": str, "response": str} objects, one per line (blank lines skipped)."""
-    rows = read_records(path, ("instruction", "response"), '{"instruction": "2+3=", "response": "5"}')
+    rows = read_records(path, PAIR_FIELDS, PAIR_EXAMPLE)
     return [(row["instruction"], row["response"]) for row in rows]
 
 
 def sample_sources(path: str | Path) -> list[str]:
-    """`file:line` of each pair `read_pairs` returns, counted as `interp.jsonl.read_records` counts them (lines split
-    at "\n" only, blank ones skipped), to name a sample in errors."""
-    lines = Path(path).expanduser().read_text(encoding="utf-8-sig").split("\n")
-    return [f"{path}:{number}" for number, line in enumerate(lines, start=1) if line.strip()]
+    """`file:line` of each pair `read_pairs` returns, to name a sample in errors."""
+    return [f"{path}:{number}" for number, _ in numbered_records(path, PAIR_FIELDS, PAIR_EXAMPLE)]
 
 
 def write_pairs(pairs: list[tuple[str, str]], path: str | Path) -> Path:
