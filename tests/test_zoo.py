@@ -237,33 +237,36 @@ TINY = ZooSpec(model=ModelSpec(d_model=32, n_layers=1, n_heads=2, d_mlp=64, n_ct
                max_prompts=4)
 
 
-def test_build_is_deterministic_whatever_the_thread_count(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    manifests = []
-    for threads in (1, 2):
-        monkeypatch.setattr(zoo_train, "balance_threads", lambda n=threads: torch.set_num_threads(n))
-        monkeypatch.setattr("interp.zoo.build.balance_threads", lambda n=threads: torch.set_num_threads(n))
-        manifests.append(read_manifest(build(tmp_path / f"t{threads}", seed=3, spec=TINY)))
+def test_build_is_deterministic_whatever_the_thread_count(tmp_path: Path) -> None:
+    manifests, threads_before = [], torch.get_num_threads()
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            manifests.append(read_manifest(build(tmp_path / f"t{threads}", seed=3, spec=TINY)))
+    finally:
+        torch.set_num_threads(threads_before)
     one, two = ({run: [(c["step"], c["sha256"], c["metrics"]) for c in m["runs"][run]] for run in m["runs"]}
                 for m in manifests)
     assert one == two
     assert len({c["sha256"] for c in manifests[0]["runs"]["base"]}) == 3  # the weights do change
 
 
-def test_training_steps_run_under_bfloat16_autocast_at_any_thread_count(tokenizer,
-                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    """Full-zoo sizes (where the bfloat16 kernels split work by thread): losses computed under autocast, float32
-    weights, and the same weights bit for bit with one thread or two."""
+def test_training_steps_run_under_bfloat16_autocast_whatever_the_callers_threads(tokenizer,
+                                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Full-zoo sizes (where AMX bfloat16 kernels split the MLP output projection's weight gradient by thread):
+    losses computed under autocast, float32 weights, and the same weights bit for bit whether the caller ran on one
+    thread or two, because training pins its own thread count (it used to follow the machine's load)."""
     from interp.zoo.build import FULL
 
-    autocast = []
+    autocast, threads_seen = [], []
     original_loss = zoo_train.next_token_loss
 
     def loss(*args: Any) -> torch.Tensor:
         autocast.append(torch.is_autocast_enabled("cpu"))
+        threads_seen.append(torch.get_num_threads())
         return original_loss(*args)
 
     monkeypatch.setattr(zoo_train, "next_token_loss", loss)
-    monkeypatch.setattr(zoo_train, "balance_threads", lambda: None)
     spec = dataclasses.replace(FULL.base, steps=2, n_checkpoints=2, first_log_step=1, warmup=1)
     weights, threads_before = [], torch.get_num_threads()
     try:
@@ -274,7 +277,7 @@ def test_training_steps_run_under_bfloat16_autocast_at_any_thread_count(tokenize
             weights.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
     finally:
         torch.set_num_threads(threads_before)
-    assert autocast == [True] * 4
+    assert autocast == [True] * 4 and threads_seen == [zoo_train.TRAIN_THREADS] * 4
     assert weights[0].dtype == torch.float32 and torch.equal(weights[0], weights[1])
 
 

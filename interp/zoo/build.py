@@ -24,7 +24,7 @@ from transformers import LlamaForCausalLM, PreTrainedTokenizerFast
 
 from interp.zoo import measure
 from interp.zoo.tokenizer import train_tokenizer
-from interp.zoo.train import ModelSpec, TrainSpec, balance_threads, batches, new_model, save_checkpoint, train
+from interp.zoo.train import ModelSpec, TrainSpec, batches, new_model, pin_threads, save_checkpoint, train
 
 MANIFEST = "manifest.json"
 SHOWN = ("train_loss", "induction_score", "repeated_half_loss", "fact_recall", "truth_accuracy", "refusal_harmful",
@@ -144,7 +144,7 @@ def build(out: Path, quick: bool = False, seed: int = 0, spec: ZooSpec | None = 
     spec = spec or (QUICK if quick else FULL)
     started = time.monotonic()
     threads = torch.get_num_threads()
-    balance_threads()
+    pin_threads()
     try:
         out.mkdir(parents=True, exist_ok=True)
         tokenizer = train_tokenizer()

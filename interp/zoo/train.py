@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,14 +78,15 @@ class TrainSpec:
         return self.lr * (self.min_lr_ratio + (1 - self.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def balance_threads(max_threads: int = 2) -> int:
-    """Use `max_threads` torch threads unless other processes keep the CPUs busy, then one.
+TRAIN_THREADS = 2
 
-    On a shared machine two spinning OpenMP threads competing with other work run several times slower than one;
-    the arithmetic does not depend on the thread count (checked in tests/test_zoo.py), so results are unchanged.
-    """
-    others = os.getloadavg()[0] - torch.get_num_threads()
-    threads = max_threads if others < 0.5 else 1
+
+def pin_threads(threads: int = TRAIN_THREADS) -> int:
+    """Train on exactly `threads` torch threads, whatever the caller set, the machine's load or its core count.
+
+    On CPUs with AMX (bfloat16 tile) kernels, oneDNN splits some bfloat16 reductions by thread (the MLP output
+    projection's weight gradient at the zoo's sizes), so the weights depend on the thread count; a build that adapted
+    its threads to the load gave weights that depended on what else ran on the machine (tests/test_zoo.py)."""
     torch.set_num_threads(threads)
     return threads
 
@@ -175,6 +175,7 @@ def train(model: LlamaForCausalLM, data: Iterator[Batch], spec: TrainSpec,
     """Train for `spec.steps` steps, calling `on_checkpoint(step, model, mean training loss since the previous
     checkpoint)` at each checkpoint step (step 0 included, loss None); returns the losses."""
     save_at = set(spec.checkpoint_steps())
+    pin_threads()
     optimizer = _optimizer(model, spec)
     losses = []
     model.train()
@@ -183,8 +184,6 @@ def train(model: LlamaForCausalLM, data: Iterator[Batch], spec: TrainSpec,
     for step in (bar := tqdm(range(1, spec.steps + 1), desc=desc, leave=False)):
         for group in optimizer.param_groups:
             group["lr"] = spec.lr_at(step - 1)
-        if step % 25 == 1:
-            balance_threads()
         tokens, mask = next(data)
         with torch.autocast("cpu", dtype=torch.bfloat16):
             loss = next_token_loss(model, tokens, mask)
