@@ -17,6 +17,8 @@ sys.path.insert(0, str(ROOT))  # `apps` is a top-level directory of the checkout
 
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
+from apptools import explorer as app  # noqa: E402
+
 from apps.views import runner  # noqa: E402
 from apps.views.kinds import find_results, kind_of  # noqa: E402
 from interp.results import read_results, write_results  # noqa: E402
@@ -80,16 +82,6 @@ def _synthetic(results: Path) -> None:
     maps = {f"map_{k}": torch.randn(layers, 4, generator=g) for k in ("base", "post", "base_to_post", "post_to_base")}
     write_results(results / "knowledge", maps, {"method": "knowledge storage", "tokens": ["a", "b", "a", "c"],
                                                 "correlations": {"pearson_base_post": 0.5}}, analysis="knowledge")
-
-
-def app(root: Path, monkeypatch: pytest.MonkeyPatch, path: Path | None = None) -> AppTest:
-    """The explorer over `root`, showing `path` when given, after checking it ran without an exception."""
-    monkeypatch.setenv("INTERP_APP_DIRS", str(root))
-    at = AppTest.from_file(EXPLORER, default_timeout=120).run()
-    if path is not None:
-        at.sidebar.selectbox(key="results_dir").set_value(path).run()
-    assert not at.exception, at.exception
-    return at
 
 
 def charts(at: AppTest) -> list[dict]:

@@ -10,7 +10,6 @@ import base64
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -20,17 +19,13 @@ from typing import Any, Iterator
 
 import pytest
 
+from apptools import free_port, stop
+
 ROOT = Path(__file__).resolve().parents[1]
 TASK = {"clean": "the cat sees the ball", "corrupted": "the dog sees the ball", "answer": " the", "wrong": " a"}
 HEATMAP_JS = ("document.querySelectorAll('[data-testid=\"stPlotlyChart\"] .js-plotly-plot g.hm image').length")
 CAPTIONS_JS = "Array.from(document.querySelectorAll('[data-testid=\"stCaptionContainer\"]'), e => e.textContent)"
 HOSTILE = "<img src=x onerror=alert(1)> *b* _i_ $x$ :red[c] [l](e) `c` #h \\"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_for(url: str, deadline: float) -> bytes:
@@ -49,16 +44,6 @@ def started(cmd: list[str], env: dict[str, str] | None = None) -> subprocess.Pop
     """`cmd` in its own process group, with no terminal on any standard stream."""
     return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             env=env, start_new_session=True)
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    """End a process this test started (and its own children), by its process group id."""
-    if process.poll() is None:
-        os.killpg(process.pid, 15)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, 9)
 
 
 class DevTools:

@@ -22,13 +22,12 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # `apps` is a top-level directory of the checkout, not an installed package
 
-from streamlit.testing.v1 import AppTest  # noqa: E402
 
 from apps.views.kinds import RESULTS_FILES, find_results  # noqa: E402
+from apptools import explorer, free_port, stop  # noqa: E402
 from clitools import assert_unchanged, assert_user_error, run, tree_state  # noqa: E402
 from interp.results import write_results  # noqa: E402
 
-EXPLORER = str(ROOT / "apps" / "explorer.py")
 INTERP = Path(sys.executable).parent / "interp"  # the console script a user types
 HOSTILE = "<img src=x onerror=alert(1)>"
 STARTUP_SECONDS = 90
@@ -42,12 +41,6 @@ def patch_results(out: Path, base: str = "base") -> Path:
                          {"sites": ["resid_pre"], "checkpoints": [{"step": 1, "path": base}, {"step": 2, "path": base}],
                           "prompt_tokens": {"clean": ["a", HOSTILE, "c"]}, "metric": HOSTILE, "direction": "up",
                           "n_prompts": 1, "task": f"{HOSTILE}.jsonl"}, analysis="patch")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def health(port: int) -> bytes | None:
@@ -84,12 +77,7 @@ def user_app(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[s
     try:
         yield process, port, log
     finally:
-        if process.poll() is None:
-            os.killpg(process.pid, 15)
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, 9)
+        stop(process)
 
 
 def wait_until_serving(process: subprocess.Popen[bytes], port: int, log: Path) -> None:
@@ -142,16 +130,6 @@ def test_interp_app_refuses_bad_arguments(case: str, needles: list[str], tmp_pat
         args["port-in-use"] = [results, "--port", taken.getsockname()[1]]
         assert_user_error(run(["app", *args[case]], capsys), *needles)
     assert_unchanged(tmp_path, before)
-
-
-def explorer(root: Path, monkeypatch: pytest.MonkeyPatch, path: Path | None = None) -> AppTest:
-    """The explorer over `root` (showing `path` when given), checked to have raised no exception."""
-    monkeypatch.setenv("INTERP_APP_DIRS", str(root))
-    at = AppTest.from_file(EXPLORER, default_timeout=120).run()
-    if path is not None:
-        at.sidebar.selectbox(key="results_dir").set_value(path).run()
-    assert not at.exception, at.exception
-    return at
 
 
 def test_scratch_and_old_copies_are_not_listed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
