@@ -6,14 +6,14 @@ for every row of a batch at once.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
-from tqdm.auto import tqdm
-
+from interp.errors import InterpError
 from interp.models.native import NativeTransformer
+from interp.progress import progress
 
 
 def model_device(nt: NativeTransformer) -> torch.device:
@@ -43,10 +43,13 @@ def pad_id_of(tokenizer: object) -> int:
     return 0
 
 
-def batches(n: int, batch_size: int, desc: str | None = None) -> list[slice]:
-    """Consecutive slices covering range(n), with a progress bar when `desc` is given and there are several."""
+def batches(n: int, batch_size: int, desc: str | None = None) -> Iterable[slice]:
+    """Consecutive slices covering range(n), with a progress bar that advances as they are used when `desc` is given
+    and there are several."""
     slices = [slice(i, min(i + batch_size, n)) for i in range(0, n, batch_size)]
-    return list(tqdm(slices, desc=desc, leave=False, disable=desc is None or len(slices) < 2))
+    if desc is None or len(slices) < 2:
+        return slices
+    return progress(slices, desc=desc, unit="batch", leave=False)
 
 
 @torch.no_grad()
@@ -76,18 +79,19 @@ def collect(
 
 
 @torch.no_grad()
-def last_logits(
+def tail_logits(
     nt: NativeTransformer,
     ids: Sequence[Sequence[int]],
+    n_last: int = 1,
     pad_id: int = 0,
     batch_size: int = 32,
     desc: str | None = None,
-) -> Float[Tensor, "prompt d_vocab"]:
-    """Logits at the last position of every prompt (with whatever hooks the caller has attached)."""
+) -> Float[Tensor, "prompt n_last d_vocab"]:
+    """Logits at the last `n_last` positions of every prompt (with whatever hooks the caller has attached)."""
     rows = []
     for part in batches(len(ids), batch_size, desc):
         tokens, mask = left_pad(ids[part], pad_id, model_device(nt))
-        rows.append(nt(tokens, attention_mask=mask)[:, -1].float().cpu())
+        rows.append(nt(tokens, attention_mask=mask)[:, -n_last:].float().cpu())
     return torch.cat(rows)
 
 
@@ -110,9 +114,25 @@ def generate(
     return new
 
 
-def encode(tokenizer: object, text: str) -> list[int]:
-    """Token ids of `text`, starting with BOS whenever the tokenizer has one (whether or not it adds it itself), as
-    TransformerLens prepends it by default and the zoo's models are trained with it."""
+def encode(tokenizer: object, text: str, bos: bool = True) -> list[int]:
+    """Token ids of `text`. With `bos`, starting with BOS whenever the tokenizer has one (whether or not it adds it
+    itself), as TransformerLens prepends it by default and the zoo's models are trained with it; without, no special
+    tokens at all (a chat tokenizer's BOS can be a turn marker such as `<|im_start|>`)."""
+    if not bos:
+        return list(tokenizer(text, add_special_tokens=False)["input_ids"])  # type: ignore[operator]
     ids = list(tokenizer(text)["input_ids"])  # type: ignore[operator]
-    bos = getattr(tokenizer, "bos_token_id", None)
-    return ids if bos is None or ids[:1] == [bos] else [bos, *ids]
+    bos_id = getattr(tokenizer, "bos_token_id", None)
+    return ids if bos_id is None or ids[:1] == [bos_id] else [bos_id, *ids]
+
+
+def check_context(ids: Sequence[Sequence[int]], texts: Sequence[str], n_ctx: int, extra: int = 0) -> None:
+    """Refuse prompts that are empty or, with `extra` tokens after them, longer than the model's context `n_ctx`."""
+    for seq, text in zip(ids, texts):
+        if not seq:
+            raise InterpError(f"the prompt {text!r} encodes to no tokens", fix="give every prompt some text")
+    longest = max(range(len(ids)), key=lambda i: len(ids[i]))
+    if len(ids[longest]) + extra > n_ctx:
+        shown = texts[longest] if len(texts[longest]) <= 80 else texts[longest][:77] + "..."
+        more = f" (+ {extra} answer or generated tokens)" if extra else ""
+        raise InterpError(f"a prompt is {len(ids[longest])} tokens{more}, longer than the model's context of {n_ctx}: "
+                          f"{shown!r}", fix="use shorter statements or instructions (or fewer few-shot lines)")

@@ -147,25 +147,6 @@ def test_refusal_direction_matches_hidden_states(quick_pair: dict[str, NativeMod
     assert torch.allclose(r, means[0] - means[1], atol=1e-4)
 
 
-def test_select_layer_picks_the_ablation_that_leaves_fewest_refusals(quick_pair: dict[str, NativeModel]) -> None:
-    """Per-layer scores equal `refusal_score` under each layer's ablation; the pick is their argmin (later on ties)."""
-    from interp.finetuning.refusal import refusal_directions, refusal_score, select_layer, template_prompt
-    from probes.directions import unit
-    from probes.steering import ablate_hooks
-
-    model = quick_pair["post"]
-    n_layers = model.native().cfg.n_layers
-    prompt = template_prompt(model.tokenizer, "User: {instruction}\nAssistant:")
-    harmful, harmless = (x[:8] for x in zoo_requests("train"))
-    r = refusal_directions(model, prompt, harmful, harmless)
-    judge = lambda text: len(set(text.split())) % 2 == 0  # noqa: E731  an arbitrary but deterministic verdict
-    layer, scores = select_layer(model, prompt, r, harmful, max_new_tokens=6, judge=judge)
-    expected = [refusal_score(model, prompt, harmful, ablate_hooks(unit(r[l]), n_layers), 6, judge)[0]
-                for l in range(n_layers)]
-    assert scores == expected
-    assert scores[layer] == min(scores) and all(s > min(scores) for s in scores[layer + 1:])
-
-
 def test_refusal_score_under_hooks_matches_cache_free_loop(quick_pair: dict[str, NativeModel]) -> None:
     from interp.finetuning.refusal import refusal_score, template_prompt
     from probes.steering import ablate_hooks, add_hooks
@@ -310,7 +291,7 @@ def test_commands_write_results(zoo_quick: Path, tmp_path: Path) -> None:
     assert (tmp_path / "truth" / "report.html").stat().st_size > 1000
 
     cli("directions", "refusal", base, chat, "--out", str(tmp_path / "refusal"), "--n-train", "8", "--n-test", "4",
-        "--max-new-tokens", "4", "--data", str(SHARED / "refusal"))
+        "--max-new-tokens", "4", "--data", str(SHARED / "refusal"), "--layer", "1", "--pos", "-1")
     res = read_results(tmp_path / "refusal")
     assert res.summary["counts"] == {"train_harmful": 8, "train_harmless": 8, "test_harmful": 4, "test_harmless": 4}
     assert res.summary["ablation_harmful"]["base_dir_in_post"] == res.tensors["ablation"][0, 1].item()
@@ -330,15 +311,14 @@ def test_commands_write_results(zoo_quick: Path, tmp_path: Path) -> None:
 # --- full zoo: the chat model's refusal direction is causal -------------------------------------------------------
 @pytest.fixture(scope="module")
 def zoo_chat(zoo: Path) -> tuple[NativeModel, Any, torch.Tensor, int]:
-    """The zoo chat model, its prompt, and its refusal direction at the layer `select_layer` picks on train requests."""
-    from interp.finetuning.refusal import SELECTION_PROMPTS, refusal_directions, select_layer, template_prompt
+    """The zoo chat model, its prompt, and its refusal directions at the position and layer that Arditi et al.'s
+    selection (`choose_direction`) picks on the training requests."""
+    from interp.finetuning.refusal import choose_direction, template_prompt
     from interp.zoo.data import CHAT_TEMPLATE, is_refusal
 
     chat = load_native(last_checkpoints(zoo)[1])
     prompt = template_prompt(chat.tokenizer, CHAT_TEMPLATE)
-    harmful, harmless = zoo_requests("train")
-    r = refusal_directions(chat, prompt, harmful, harmless)
-    layer, _ = select_layer(chat, prompt, r, harmful[:SELECTION_PROMPTS], judge=is_refusal)
+    r, layer, _, _ = choose_direction(chat, prompt, zoo_requests("train"), judge=is_refusal)
     return chat, prompt, r, layer
 
 
@@ -373,3 +353,174 @@ def test_zoo_adding_refusal_direction_raises_refusal(zoo_chat: tuple[NativeModel
     hooks = add_hooks(unit(r[layer]), [layer], float(r[layer].norm()) / 3, ("resid_pre", "resid_mid", "resid_post"))
     after, texts = refusal_score(chat, prompt, harmless, hooks, judge=is_refusal)
     assert before <= 0.2 and after >= before + 0.3, (layer, before, after, texts[:3])
+
+
+# --- issue 17: whole-answer scoring, BOS, warnings, help -----------------------------------------------------------
+@pytest.fixture(scope="module")
+def tiny_pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """Two tiny random Llamas sharing a tokenizer that splits " TRUE" and " FALSE" into several tokens (context 512)."""
+    from interp.testing import tiny_checkpoint
+
+    root = tmp_path_factory.mktemp("tiny512")
+    return tuple(tiny_checkpoint("llama", root / f"seed{s}", seed=s, max_position_embeddings=512) for s in (0, 1))
+
+
+def tiny_statements(n: int, seed: int) -> list[Statement]:
+    """Statements made of the tiny tokenizer's own words, labelled alternately."""
+    from interp.testing import _corpus
+
+    lines = random.Random(seed).sample(_corpus()[:-4], n)
+    return [Statement(line, i % 2 == 0, "tiny") for i, line in enumerate(lines)]
+
+
+def hf_answer_logprob(hf: Any, ids: list[int], answer: list[int], add: dict[int, torch.Tensor]) -> float:
+    """log P(answer | ids), teacher-forced in one Hugging Face forward; `add[position]` is added to every decoder
+    layer's output at that absolute position."""
+    def hook(_mod: Any, _inp: Any, out: Any) -> None:
+        hidden = out[0] if isinstance(out, tuple) else out
+        for position, v in add.items():
+            hidden[:, position] += v
+
+    handles = [layer.register_forward_hook(hook) for layer in hf.model.layers] if add else []
+    try:
+        with torch.no_grad():
+            logp = hf(torch.tensor([ids + answer[:-1]])).logits[0, len(ids) - 1:].log_softmax(-1)
+    finally:
+        for h in handles:
+            h.remove()
+    return sum(float(logp[i, t]) for i, t in enumerate(answer))
+
+
+def test_multi_token_answers_are_scored_on_their_whole_sequence(tiny_pair: tuple[Path, Path]) -> None:
+    """log P(answer) = the sum of its tokens' log-probabilities, teacher-forced, with steering positions that follow
+    the prompt; the oracle: Hugging Face forwards over prompt + answer with layer-output hooks at absolute positions."""
+    from transformers import AutoModelForCausalLM
+
+    from interp.finetuning.truth import answer_ids, answer_logprobs, few_shot_lines, truth_query
+    from probes.steering import add_hooks
+
+    model = load_native(tiny_pair[0])
+    hf = AutoModelForCausalLM.from_pretrained(tiny_pair[0], attn_implementation="eager").eval()
+    tok = model.tokenizer
+    answers = answer_ids(tok)
+    assert [len(a) for a in answers] == [4, 5]  # " TRUE" and " FALSE" are several tokens here
+    shots = few_shot_lines(tiny_statements(8, 0), 4, 0)
+    queries = [truth_query(s.text, shots, i) for i, s in enumerate(tiny_statements(3, 1))]
+    v = torch.randn(model.native().cfg.d_model, generator=torch.Generator().manual_seed(0)) * 4
+    offsets = (-6, -5)
+    results = []
+    for steer in (False, True):
+        hooks_at = (lambda k: add_hooks(v, [0, 1], 1.0, ("resid_post",), [p - k for p in offsets])) if steer else None
+        got = answer_logprobs(model, queries, hooks_at, batch_size=2)
+        for row, q in enumerate(queries):
+            ids = encode(tok, q)
+            assert [encode(tok, q + w) for w in (" TRUE", " FALSE")] == [ids + a for a in answers]  # as in context
+            add = {len(ids) + p: v for p in offsets} if steer else {}
+            for k, answer in enumerate(answers):
+                expected = hf_answer_logprob(hf, ids, answer, add)
+                assert got[row, k].item() == pytest.approx(expected, abs=1e-4), (steer, row, k)
+        results.append(got)
+    assert (results[1] - results[0]).abs().min() > 1e-3  # the steering acted on every score
+    assert results[0].exp().sum(-1).max() < 1e-3  # a random model hardly answers: the whole answer is unlikely
+
+
+def test_label_ids_refuse_multi_token_answers(tiny_pair: tuple[Path, Path]) -> None:
+    from interp.errors import InterpError
+    from interp.finetuning.truth import label_ids
+
+    with pytest.raises(InterpError, match="'TRUE' is 4 tokens"):
+        label_ids(load_native(tiny_pair[0]).tokenizer)
+
+
+def test_truth_cli_bos_flag_changes_the_tokens_seen_and_is_recorded(tiny_pair: tuple[Path, Path], tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    import probes.activations
+    from clitools import run
+    from interp.results import read_results
+
+    for name, statements in (("train.csv", tiny_statements(16, 2)), ("eval.csv", tiny_statements(8, 3))):
+        (tmp_path / name).write_text("statement,label\n" + "".join(f"{s.text},{int(s.label)}\n" for s in statements))
+    seen: list[int] = []
+    original = probes.activations.left_pad
+
+    def spy(ids: Any, *args: Any, **kwargs: Any) -> Any:
+        seen.extend(seq[0] for seq in ids)
+        return original(ids, *args, **kwargs)
+
+    monkeypatch.setattr(probes.activations, "left_pad", spy)
+    base, post = tiny_pair
+    bos_id = load_native(base).tokenizer.bos_token_id
+    for flag in ("--bos", "--no-bos"):
+        seen.clear()
+        argv = ["directions", "truth", base, post, "--out", tmp_path / flag, "--data", tmp_path / "train.csv",
+                "--eval", tmp_path / "eval.csv", "--n-steer", "4", flag]
+        code, out, err = run(argv, capsys)
+        assert code == 0, err
+        assert seen and (all(t == bos_id for t in seen) if flag == "--bos" else bos_id not in seen)
+        summary = read_results(tmp_path / flag).summary
+        assert summary["bos"] == (flag == "--bos") and summary["bos_token"] == ("<|bos|>" if flag == "--bos" else None)
+        warnings = [line for line in err.splitlines() if line.startswith("warning: ")]
+        assert len(warnings) == 2 and "base model" in warnings[0] and "TRUE and FALSE together only" in warnings[0]
+    code, _, err = run(argv, capsys)  # the same settings again: accepted, replaced
+    assert code == 0, err
+    code, _, err = run(argv[:-1] + ["--bos"], capsys)  # other settings into the same --out: refused
+    assert code == 2 and "other settings" in err
+
+
+def test_refusal_cli_warns_of_a_baseline_without_refusals(zoo_quick: Path, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """One `warning:` line per model flagged in the summary's "baseline_refuses_none", none for the others."""
+    from clitools import run
+    from interp.finetuning.refusal import RefusalResult
+
+    summary = RefusalResult.summary
+    monkeypatch.setattr(RefusalResult, "summary",
+                        lambda self: summary(self) | {"baseline_refuses_none": {"base": True, "post": False}})
+    base, chat = last_checkpoints(zoo_quick)
+    code, _, err = run(["directions", "refusal", base, chat, "--out", tmp_path / "r", "--n-train", "4", "--n-test",
+                        "3", "--max-new-tokens", "2", "--layer", "1", "--pos", "-1"], capsys)
+    assert code == 0, err
+    warnings = [line for line in err.splitlines() if line.startswith("warning: ")]
+    assert len(warnings) == 1 and f"the base model ({base})" in warnings[0] and "none of the 3 harmful" in warnings[0]
+
+
+@pytest.mark.parametrize("argv,shown", [(["directions", "truth"], ["[layer, d_model]", "[owner, model, label]",
+                                                                   "--no-bos", "<|im_start|>"]),
+                                        (["directions", "refusal"], ["[layer, d_model]", "harmful_train.json",
+                                                                     "harmless_val.json", '{"instruction": "..."']),
+                                        (["knowledge"], ["[layer, position]", "--no-bos"])])
+def test_help_shows_shapes_and_layouts(argv: list[str], shown: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    from clitools import run
+
+    code, out, _ = run([*argv, "--help"], capsys)
+    assert code == 0
+    flat = " ".join(out.split())
+    for text in shown:
+        assert text in flat, text
+
+
+def test_knowledge_cli_no_bos_changes_the_tokens_patched(zoo_quick: Path, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    import patching
+    from clitools import run
+    from interp.results import read_results
+
+    first: list[int] = []
+    original = patching.activation_patch
+
+    def spy(model: Any, clean: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+        first.extend(clean[:, 0].tolist())
+        return original(model, clean, *args, **kwargs)
+
+    monkeypatch.setattr(patching, "activation_patch", spy)
+    base, chat = last_checkpoints(zoo_quick)
+    bos_id = load_native(base).tokenizer.bos_token_id
+    for flag in ("--bos", "--no-bos"):
+        first.clear()
+        code, _, err = run(["knowledge", base, chat, "--out", tmp_path / flag, "--n-pairs", "2", flag], capsys)
+        assert code == 0, err
+        assert first and (set(first) == {bos_id} if flag == "--bos" else bos_id not in first)
+        assert read_results(tmp_path / flag).summary["bos"] == (flag == "--bos")

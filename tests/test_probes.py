@@ -187,3 +187,41 @@ def test_refusal_loaders() -> None:
     assert len(harmless) == 6264
     assert load_instructions(SHARED / "refusal" / "advbench.json")[0] == json.loads(
         (SHARED / "refusal" / "advbench.json").read_text())[0]["instruction"]
+
+
+def test_encode_bos_choice(tiny_llama) -> None:  # noqa: ANN001
+    tok = tiny_llama.tokenizer
+    text = "the cat sees the ball."
+    plain = tok(text, add_special_tokens=False)["input_ids"]
+    assert encode(tok, text) == [tok.bos_token_id, *plain] and encode(tok, text, bos=False) == plain
+
+
+def test_check_context_refuses_empty_and_too_long_prompts() -> None:
+    from probes.activations import check_context
+
+    check_context([[1, 2], [3]], ["ab", "c"], n_ctx=3, extra=1)
+    with pytest.raises(InterpError, match=r"a prompt is 2 tokens \(\+ 2 answer or generated tokens\), longer than "
+                                          r"the model's context of 3: 'ab'"):
+        check_context([[1, 2], [3]], ["ab", "c"], n_ctx=3, extra=2)
+    with pytest.raises(InterpError, match="encodes to no tokens"):
+        check_context([[1], []], ["a", ""], n_ctx=3)
+
+
+@pytest.mark.parametrize("content,needle", [
+    (b"statement,label\ncaf\xe9,1\n", "is not UTF-8"),
+    (b"statement,label\n", "holds no statements"),
+    (b"statement,label\nthe sky is blue.,1\nthe sky is green.,2\n", "line 3: label '2' is not 0 or 1"),
+    (b"statement,label\nthe sky is blue.,1\n,0\n", "line 3: the statement is empty"),
+    (b"statement,label\nthe sky is blue.\n", "line 2: label '' is not 0 or 1"),
+])
+def test_truth_csv_loader_names_file_and_line(tmp_path: Path, content: bytes, needle: str) -> None:
+    path = tmp_path / "data.csv"
+    path.write_bytes(content)
+    with pytest.raises(InterpError, match=f"{path}.*{needle}".replace("(", r"\(").replace(")", r"\)")):
+        load_truth_csv(path)
+
+
+def test_refusal_dir_names_the_missing_file(tmp_path: Path) -> None:
+    (tmp_path / "harmful_train.json").write_text('[{"instruction": "x"}]')
+    with pytest.raises(InterpError, match="has no harmless_train.json or harmful_val.json or harmless_val.json"):
+        load_refusal_dir(tmp_path, "train")

@@ -12,38 +12,56 @@ from interp.cli import app
 
 
 def knowledge_data(data: Path | None, seed: int) -> tuple[list[Any], list[Any], str]:
-    """(pairs or statements, few-shot source, description): the zoo's held-out pairs or a Geometry-of-Truth CSV."""
-    from probes.datasets import load_truth_csv, zoo_pairs, zoo_statements
+    """(pairs or statements, few-shot source, description): the zoo's held-out pairs or a Geometry-of-Truth CSV with
+    true and false statements."""
+    from probes.datasets import check_both_labels, load_truth_csv, zoo_pairs, zoo_statements
 
     if data is None:
         return zoo_pairs("test"), zoo_statements("train"), "zoo truth pairs (test), few-shot lines from train"
     statements = load_truth_csv(data)
+    check_both_labels(statements, str(data), "pair true (1) and false (0) statements in one CSV")
     return statements, statements, f"{data.name}, paired by last word"
 
 
 def run_knowledge(base: Path, post: Path, out: Path, data: Path | None = None, n_pairs: int = 64, n_shots: int = 4,
-                  seed: int = 0, backend: str = "torch", device: str = "cpu") -> Path:
-    """Patching maps, their correlations and entropy neurons, written as a results directory."""
-    from interp.commands.directions import load_pair
+                  seed: int = 0, backend: str = "torch", device: str = "cpu", bos: bool = True,
+                  force: bool = False) -> Path:
+    """Patching maps, their correlations and entropy neurons, written as a results directory; every input checked
+    before the models are loaded (prompt lengths before any patching)."""
+    from interp.commands.directions import check_pair, load_pair, path_setting
     from interp.finetuning.entropy import entropy_neurons
     from interp.finetuning.figures import heatmaps, scatter_log
-    from interp.finetuning.knowledge import knowledge_maps, normalize, pair_statements
-    from interp.finetuning.truth import few_shot_lines
+    from interp.finetuning.knowledge import knowledge_maps, knowledge_prompts, normalize, pair_statements
+    from interp.finetuning.truth import few_shot_lines, label_ids
+    from interp.loading import load_tokenizer
+    from interp.options import check_range
+    from interp.outdir import check_out
     from interp.results import write_results
+    from patching.variants import get_backend
 
+    settings = {"base": path_setting(base), "post": path_setting(post), "data": path_setting(data),
+                "n_pairs": n_pairs, "n_shots": n_shots, "seed": seed, "backend": backend, "device": device, "bos": bos}
+    out = check_out(out, "knowledge", settings, force)
+    check_range("--n-pairs", n_pairs, 1)
+    check_range("--n-shots", n_shots, 0)
+    get_backend(backend)
+    facts = check_pair(base, post, device)
+    tokenizer = load_tokenizer(base)
+    label_ids(tokenizer)  # one token each for TRUE and FALSE, or an error before reading any data
     items, shot_source, described = knowledge_data(data, seed)
-    models = load_pair(base, post, device)
     shots = few_shot_lines(shot_source, n_shots, seed)
     if data is None:
         pairs = items
     else:
         in_shots = {line.split(" This statement is:")[0] for line in shots}
-        pairs = pair_statements([s for s in items if s.text not in in_shots], models["base"].tokenizer, None, seed)
-    res = knowledge_maps(models, pairs, shots, n_pairs, seed=seed, backend=backend)
+        pairs = pair_statements([s for s in items if s.text not in in_shots], tokenizer, None, seed, bos)
+    knowledge_prompts(tokenizer, facts.n_ctx, pairs, shots, n_pairs, seed, bos)
+    models = load_pair(base, post, device)
+    res = knowledge_maps(models, pairs, shots, n_pairs, seed=seed, backend=backend, bos=bos)
     ent = entropy_neurons({m: models[m].native() for m in models})
     summary = {"method": "knowledge storage by activation patching and entropy neurons (Du et al. 2025, 1.1 and 1.4)",
-               "base": str(base), "post": str(post), "data": described, **res.summary(),
-               "entropy_neurons": ent.summary()}
+               "base": str(base), "post": str(post), "data": described, **res.summary(), "bos": bos,
+               "bos_token": models["base"].tokenizer.bos_token if bos else None, "entropy_neurons": ent.summary()}
     maps = res.maps
     figures = [heatmaps({"base": maps["base"], "post": maps["post"]}, res.tokens,
                         f"Logit difference TRUE-FALSE after patching the true run into the false run (r = "
@@ -57,7 +75,7 @@ def run_knowledge(base: Path, post: Path, out: Path, data: Path | None = None, n
                            "|w_out|", "LogitVar")]
     return write_results(out, res.tensors() | ent.tensors(), summary, figures,
                          title=f"Knowledge storage: {post.name} vs {base.name}",
-                         analysis="knowledge")
+                         analysis="knowledge", settings=settings)
 
 
 @app.command()
@@ -65,13 +83,22 @@ def knowledge(
     base: Path = typer.Argument(..., help="Base checkpoint directory."),
     post: Path = typer.Argument(..., help="Post-trained checkpoint directory (same architecture and tokenizer)."),
     out: Path = typer.Option(..., "--out", help="Results directory to write."),
-    data: Optional[Path] = typer.Option(None, "--data", help="Geometry-of-Truth CSV (e.g. cities.csv); default: the "
-                                                             "zoo's held-out statement pairs."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Geometry-of-Truth CSV (e.g. cities.csv: UTF-8, columns "
+                                                             "statement,label, both labels); default: the zoo's "
+                                                             "held-out statement pairs."),
     n_pairs: int = typer.Option(64, help="True/false pairs averaged over."),
     n_shots: int = typer.Option(4, help="Few-shot lines before each statement."),
     seed: int = typer.Option(0, help="Seed for pairing and few-shot order."),
-    backend: str = typer.Option("torch", help="Patching backend: torch or triton."),
+    backend: str = typer.Option("torch", help="Patching backend: torch, triton or auto."),
+    bos: bool = typer.Option(True, "--bos/--no-bos", help="Start every prompt with the tokenizer's BOS token (for a "
+                                                          "chat tokenizer it can be a turn marker such as "
+                                                          "<|im_start|>)."),
     device: str = typer.Option("cpu", help="torch device, e.g. cpu or cuda."),
+    force: bool = typer.Option(False, "--force", help="Replace what --out holds."),
 ) -> None:
-    """Patching maps (layer x token) within and across base and post, their correlation, and entropy-neuron IoU."""
-    typer.echo(f"wrote {run_knowledge(base, post, out, data, n_pairs, n_shots, seed, backend, device)}")
+    """Patching maps (layer x token) within and across base and post, their correlation, and entropy-neuron IoU.
+
+    Writes map_base, map_post, map_base_to_post, map_post_to_base [layer, position]. The metric is the logit
+    difference of one TRUE and one FALSE token: a tokenizer that splits either is refused.
+    """
+    typer.echo(f"wrote {run_knowledge(base, post, out, data, n_pairs, n_shots, seed, backend, device, bos, force)}")

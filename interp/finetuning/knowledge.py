@@ -25,7 +25,7 @@ from torch import Tensor
 from interp.errors import InterpError
 from interp.finetuning.truth import SUFFIX, few_shot_lines, label_ids, truth_query
 from interp.models.hooked import HookedModel
-from probes.activations import encode
+from probes.activations import check_context, encode
 from probes.datasets import Statement
 
 ROLES = ("base", "post")
@@ -37,11 +37,11 @@ def map_name(source: str, target: str) -> str:
     return source if source == target else f"{source}_to_{target}"
 
 
-def pair_statements(statements: Sequence[Statement], tokenizer: Any, max_pairs: int | None = None, seed: int = 0
-                    ) -> list[tuple[Statement, Statement]]:
+def pair_statements(statements: Sequence[Statement], tokenizer: Any, max_pairs: int | None = None, seed: int = 0,
+                    bos: bool = True) -> list[tuple[Statement, Statement]]:
     """(true, false) pairs with the same last word and the same token length, each statement used once, shuffled."""
     def key(s: Statement) -> tuple[str, int]:
-        return s.text.split()[-1], len(encode(tokenizer, s.text))
+        return s.text.split()[-1], len(encode(tokenizer, s.text, bos))
 
     false_by_key: dict[tuple[str, int], list[Statement]] = defaultdict(list)
     for s in statements:
@@ -56,9 +56,9 @@ def pair_statements(statements: Sequence[Statement], tokenizer: Any, max_pairs: 
 
 
 def paired_prompts(pairs: Sequence[tuple[Statement, Statement]], shots: Sequence[str], tokenizer: Any, seed: int,
-                   max_pairs: int | None = None) -> tuple[Tensor, Tensor]:
+                   max_pairs: int | None = None, bos: bool = True) -> tuple[Tensor, Tensor]:
     """Token ids of (true, false) few-shot prompts, keeping pairs of equal length at the most common length."""
-    encoded = [tuple(encode(tokenizer, truth_query(s.text, shots, seed + i)) for s in pair)
+    encoded = [tuple(encode(tokenizer, truth_query(s.text, shots, seed + i), bos) for s in pair)
                for i, pair in enumerate(pairs)]
     encoded = [(t, f) for t, f in encoded if len(t) == len(f)]
     if not encoded:
@@ -121,6 +121,16 @@ def correlations(maps: Mapping[str, Tensor], subject_positions: Sequence[int]) -
     return out
 
 
+def knowledge_prompts(tokenizer: Any, n_ctx: int, pairs: Sequence[tuple[Statement, Statement]], shots: Sequence[str],
+                      n_pairs: int | None = 64, seed: int = 0, bos: bool = True) -> tuple[Tensor, Tensor]:
+    """Token ids of the (true, false) prompts `knowledge_maps` patches, after the checks it needs before any patching
+    (one token each for TRUE and FALSE, every prompt within the context `n_ctx`); needs only the tokenizer."""
+    label_ids(tokenizer)
+    true_ids, false_ids = paired_prompts(pairs, shots, tokenizer, seed, n_pairs, bos)
+    check_context(true_ids.tolist(), [tokenizer.decode(row) for row in true_ids], n_ctx)
+    return true_ids, false_ids
+
+
 def knowledge_maps(
     models: Mapping[str, HookedModel],
     pairs: Sequence[tuple[Statement, Statement]],
@@ -129,19 +139,21 @@ def knowledge_maps(
     n_tokens: int | None = None,
     seed: int = 0,
     backend: str = "torch",
+    bos: bool = True,
 ) -> KnowledgeResult:
     """The four patching maps (base, post, base->post, post->base) and their correlations.
 
     `pairs` from `pair_statements` (or a dataset's own pairs), `shots` from `truth.few_shot_lines`; `n_tokens` (the
-    map's columns) defaults to the statement and the suffix.
+    map's columns) defaults to the statement and the suffix; `bos` puts the tokenizer's BOS first in every prompt.
+    The prompts are checked (`knowledge_prompts`) before any patching.
     """
     from patching import activation_patch, metrics
 
     tok = models["base"].tokenizer
-    true_ids, false_ids = paired_prompts(pairs, shots, tok, seed, n_pairs)
-    width = true_ids.shape[1]
-    n_tokens = min(width, n_tokens or width - len(encode(tok, truth_query("", shots, seed)[: -len(SUFFIX)])))
+    true_ids, false_ids = knowledge_prompts(tok, models["base"].summary.n_ctx, pairs, shots, n_pairs, seed, bos)
     t, f = label_ids(tok)
+    width = true_ids.shape[1]
+    n_tokens = min(width, n_tokens or width - len(encode(tok, truth_query("", shots, seed)[: -len(SUFFIX)], bos)))
     metric = metrics.LogitDiff(torch.full((len(true_ids),), t), torch.full((len(true_ids),), f))
     maps, clean, corrupted = {}, {}, {}
     for source, target in MAPS:

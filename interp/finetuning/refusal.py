@@ -10,6 +10,19 @@ refusal prefix. Each intervention runs in both models with both directions (forw
 post-trained model, backward = post-trained direction in the base model).
 Deviation: c defaults to |r|/3 of the steered model at `layer`, so that the three additions move the layer's output
 by exactly the mean difference (the reference hand-tunes c per model).
+
+Selection of the layer and position (Arditi et al. 2024, "Refusal in language models is mediated by a single
+direction", appendix on direction selection; `select_direction`): every candidate r (resid_pre difference in means at
+a post-instruction position of a layer l < 0.8 n_layers) gets three scores from one forward each, no generation:
+bypass = mean refusal log-odds at the first response position on harmful requests with r^ ablated at every layer;
+induce = the same on harmless requests with r added at resid_pre of l; kl = mean KL of the harmless next-token
+distribution, ablated vs not. Kept: induce >= 0 and kl <= 0.1; chosen: the lowest bypass score, ties to the earlier
+position, then the lower layer; none kept is an InterpError. Generation scores only the reported refusal rates.
+Deviations: the refusal tokens are the first tokens of the judge's refusal prefixes (`refusal_token_ids`; the paper
+picks them by hand); the scores are computed on training requests (the paper uses a validation split); zero
+candidates are discarded; log-odds and KL are exact (the paper adds epsilons); a model whose refusal tokens never
+reach even odds keeps the candidates whose addition lifts the log-odds to the harmless baseline, flagged in the
+summary (the paper's code stops there).
 """
 
 from __future__ import annotations
@@ -18,11 +31,13 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
 import torch
-from jaxtyping import Float
+from jaxtyping import Bool, Float
 from torch import Tensor
 
+from interp.errors import InterpError
 from interp.models.hooked import HookedModel
-from probes.activations import collect, encode, generate, pad_id_of
+from interp.progress import progress
+from probes.activations import batches, collect, encode, generate, left_pad, model_device, pad_id_of
 from probes.directions import cosine, diff_in_means, unit
 from probes.steering import Hook, ablate_hooks, add_hooks
 
@@ -57,15 +72,22 @@ def template_prompt(tokenizer: Any, template: str | None = None) -> PromptFn:
     return lambda instruction: encode(tokenizer, BASE_TEMPLATE.format(instruction=instruction))
 
 
-def refusal_directions(model: HookedModel, prompt: PromptFn, harmful: Sequence[str], harmless: Sequence[str],
-                       pos: int = -1, batch_size: int = 32) -> Float[Tensor, "layer d_model"]:
-    """Difference in means (harmful - harmless) of resid_pre at `pos` for every layer (not normalised)."""
+def candidate_directions(model: HookedModel, prompt: PromptFn, harmful: Sequence[str], harmless: Sequence[str],
+                         positions: Sequence[int] = (-1,), batch_size: int = 32
+                         ) -> Float[Tensor, "position layer d_model"]:
+    """Difference in means (harmful - harmless) of resid_pre at each of `positions` for every layer (not normalised)."""
     nt = model.native()
     names = [f"blocks.{layer}.hook_resid_pre" for layer in range(nt.cfg.n_layers)]
     ids = [prompt(x) for x in list(harmful) + list(harmless)]
-    acts = collect(nt, ids, names, (pos,), pad_id_of(model.tokenizer), batch_size, desc="refusal acts")[:, :, 0]
+    acts = collect(nt, ids, names, tuple(positions), pad_id_of(model.tokenizer), batch_size, desc="refusal acts")
     labels = torch.arange(len(ids)) < len(harmful)
-    return diff_in_means(acts, labels)
+    return diff_in_means(acts.permute(2, 0, 1, 3), labels)
+
+
+def refusal_directions(model: HookedModel, prompt: PromptFn, harmful: Sequence[str], harmless: Sequence[str],
+                       pos: int = -1, batch_size: int = 32) -> Float[Tensor, "layer d_model"]:
+    """Difference in means (harmful - harmless) of resid_pre at `pos` for every layer (not normalised)."""
+    return candidate_directions(model, prompt, harmful, harmless, (pos,), batch_size)[0]
 
 
 def refusal_score(model: HookedModel, prompt: PromptFn, instructions: Sequence[str], hooks: Sequence[Hook] = (),
@@ -80,25 +102,219 @@ def refusal_score(model: HookedModel, prompt: PromptFn, instructions: Sequence[s
     return sum(map(judge, texts)) / max(1, len(texts)), texts
 
 
-SELECTION_PROMPTS = 32
+SELECTION_PROMPTS = 32  # harmful and harmless training requests (each) scored per candidate direction
+SCORES = ("bypass", "induce", "kl")  # the last axis of `Selection.scores`
+INDUCE_MIN = 0.0  # Arditi et al.: discard a direction whose induce score is below 0
+KL_MAX = 0.1  # Arditi et al.: discard a direction whose ablation moves harmless next-token KL above 0.1
+ZERO_DIRECTION = 1e-6  # a candidate shorter than this times the longest one is zero (not a direction)
 
 
-def select_layer(model: HookedModel, prompt: PromptFn, directions: Float[Tensor, "layer d_model"],
-                 harmful: Sequence[str], max_new_tokens: int = 16, judge: Callable[[str], bool] = is_refusal,
-                 batch_size: int = 32) -> tuple[int, list[float]]:
-    """The layer whose direction, ablated at every layer, leaves the fewest refusals on `harmful` (training requests),
-    and the refusal score per layer: Arditi et al. (2024)'s selection on validation data (Du et al. fix layer 11)."""
-    n_layers = directions.shape[0]
-    parallel = model.native().cfg.parallel_attn_mlp
-    scores = [refusal_score(model, prompt, harmful, ablate_hooks(unit(directions[layer]), n_layers,
-                                                                 parallel_attn_mlp=parallel),
-                            max_new_tokens, judge, batch_size)[0] for layer in range(n_layers)]
-    return min(range(n_layers), key=lambda layer: (scores[layer], -layer)), scores
+def candidate_layers(n_layers: int) -> list[int]:
+    """Layers l < 0.8 L, compared exactly (Arditi et al. exclude the last fifth, too close to the unembedding). Their
+    code's `l < int(0.8 L)` also drops the layer that 0.8 L falls inside when L is not a multiple of 5 (layer 25 of
+    32; layer 1 of 2, which would leave a 2-layer model only layer 0, whose template-token directions are zero)."""
+    return [layer for layer in range(n_layers) if 5 * layer < 4 * n_layers]
+
+
+def post_instruction_positions(ids: Sequence[Sequence[int]]) -> list[int]:
+    """Negative offsets of the tokens every prompt ends with (the template after `{instruction}`, e.g.
+    "\\nAssistant:"): Arditi et al.'s post-instruction positions, found from the prompts rather than the template
+    text so that tokenization at the boundary cannot shift them; [-1] when the prompts share no final token."""
+    shortest, n = min(len(seq) for seq in ids), 0
+    while n < shortest and len({seq[len(seq) - n - 1] for seq in ids}) == 1:
+        n += 1
+    return list(range(-max(n, 1), 0))
+
+
+def refusal_token_ids(tokenizer: Any, judge: Callable[[str], bool]) -> list[int]:
+    """The first token of every known refusal prefix (the reference's and the zoo's) that `judge` accepts, with and
+    without a leading space, skipping whitespace pieces and prefixes that start with the unknown token. Arditi et al.
+    fix these by hand per model family ("I" for Llama-3 and Gemma, "I" and "As" for Qwen); deriving them from the
+    judge keeps the logit score and the generation score counting the same openings."""
+    from interp.zoo.data import REFUSAL_PREFIXES as ZOO_PREFIXES
+
+    prefixes = [p for p in dict.fromkeys(REFUSAL_PREFIXES + ZOO_PREFIXES) if judge(p)]
+    if not prefixes:
+        raise InterpError("the refusal judge accepts none of the known refusal prefixes, so Arditi et al.'s "
+                          "selection has no refusal tokens to score", fix="choose the direction with --layer and --pos")
+    unk, ids = getattr(tokenizer, "unk_token_id", None), set()
+    for text in prefixes + [" " + p for p in prefixes]:
+        first = next((i for i in tokenizer(text, add_special_tokens=False)["input_ids"]
+                      if tokenizer.decode([i]).strip()), None)
+        if first is not None and first != unk:
+            ids.add(int(first))
+    return sorted(ids)
+
+
+def refusal_log_odds(logits: Float[Tensor, "prompt d_vocab"], token_ids: Sequence[int]) -> Float[Tensor, "prompt"]:
+    """log P(refusal token) - log P(any other token) of each row's next token (Arditi et al.'s refusal score), in
+    float64 as a difference of log-sum-exps: exact where their log(p + 1e-8) - log(1 - p + 1e-8) saturates."""
+    logp = logits.double().log_softmax(-1)
+    refusal = torch.zeros(logp.shape[-1], dtype=torch.bool, device=logp.device)
+    refusal[list(token_ids)] = True
+    return logp[:, refusal].logsumexp(-1) - logp[:, ~refusal].logsumexp(-1)
+
+
+def next_token_kl(reference: Float[Tensor, "prompt d_vocab"], logits: Float[Tensor, "prompt d_vocab"]
+                  ) -> Float[Tensor, "prompt"]:
+    """KL(reference || intervened) of each row's next-token distribution, in float64 (Arditi et al.'s KL score)."""
+    p, q = reference.double().log_softmax(-1), logits.double().log_softmax(-1)
+    return (p.exp() * (p - q)).sum(-1)
+
+
+def _within(rows: slice, part: slice) -> slice:
+    """`rows` (of the whole batch) as a slice of the chunk `part`."""
+    return slice(max(rows.start, part.start) - part.start, max(min(rows.stop, part.stop) - part.start, 0))
+
+
+def _on_rows(hooks: Sequence[Hook], rows: slice) -> list[Hook]:
+    """`hooks` applied to the batch rows `rows` only; the other rows pass through unchanged."""
+    def only(fn: Callable[[Tensor, str], Tensor | None]) -> Callable[[Tensor, str], Tensor]:
+        def apply(act: Tensor, name: str) -> Tensor:
+            out, new = act.clone(), fn(act[rows], name)
+            if new is not None:
+                out[rows] = new
+            return out
+        return apply
+
+    return [(name, only(fn)) for name, fn in hooks] if rows.start < rows.stop else []
+
+
+@torch.no_grad()
+def next_token_logits(model: HookedModel, ids: Sequence[Sequence[int]],
+                      groups: Sequence[tuple[slice, Sequence[Hook]]] = (), batch_size: int = 32
+                      ) -> Float[Tensor, "prompt d_vocab"]:
+    """Logits at the last position of every prompt, each group's hooks acting on its rows only, so that differently
+    hooked requests share one batched forward (only the last position is unembedded)."""
+    nt = model.native()
+    tokens, mask = left_pad(ids, pad_id_of(model.tokenizer), model_device(nt))
+    out = []
+    for part in batches(len(ids), batch_size):
+        hooks = [hook for rows, group in groups for hook in _on_rows(group, _within(rows, part))]
+        with nt.hooks(hooks):
+            positions = nt.positions(tokens[part], attention_mask=mask[part])
+            resid, _ = nt.run_blocks(nt.embed(tokens[part], positions), positions, key_mask=mask[part])
+            out.append(nt.unembed(resid[:, -1]).float().cpu())
+    return torch.cat(out)
+
+
+def score_candidates(model: HookedModel, prompt: PromptFn, candidates: Float[Tensor, "position layer d_model"],
+                     layers: Sequence[int], harmful: Sequence[str], harmless: Sequence[str], token_ids: Sequence[int],
+                     batch_size: int = 32) -> tuple[Float[Tensor, "position layer score"], Float[Tensor, "kind"]]:
+    """Arditi et al.'s three scores of every candidate (`candidates[:, j]` is read at layer `layers[j]`), and the
+    mean refusal log-odds without intervention on (harmful, harmless). One forward per candidate over harmful and
+    harmless requests with the unit direction ablated at every layer (bypass = mean refusal log-odds on harmful; kl =
+    mean KL against no intervention on harmless) and harmless requests with the direction (not normalised) added at
+    resid_pre of its layer, every position (induce = mean refusal log-odds)."""
+    n_layers, parallel = model.native().cfg.n_layers, model.native().cfg.parallel_attn_mlp
+    h, s = len(harmful), len(harmless)
+    ids = [prompt(x) for x in [*harmful, *harmless, *harmless]]
+    reference = next_token_logits(model, ids[:h + s], batch_size=batch_size)
+    baseline = refusal_log_odds(reference, token_ids)
+    scores = torch.zeros(*candidates.shape[:2], len(SCORES), dtype=torch.float64)
+    grid = [(i, j) for i in range(candidates.shape[0]) for j in range(candidates.shape[1])]
+    for i, j in progress(grid, desc="refusal direction selection", unit="candidate"):
+        r = candidates[i, j]
+        ablate = ablate_hooks(unit(r), n_layers, parallel_attn_mlp=parallel)
+        add = add_hooks(r, [layers[j]], 1.0, ("resid_pre",), None, parallel)
+        logits = next_token_logits(model, ids, [(slice(0, h + s), ablate), (slice(h + s, h + 2 * s), add)],
+                                   batch_size)
+        odds = refusal_log_odds(logits, token_ids)
+        kl = next_token_kl(reference[h:], logits[h:h + s])
+        scores[i, j] = torch.stack([odds[:h].mean(), odds[h + s:].mean(), kl.mean()])
+    return scores, torch.stack([baseline[:h].mean(), baseline[h:].mean()])
+
+
+def passing(scores: Float[Tensor, "position layer score"], nonzero: Bool[Tensor, "position layer"],
+            induce_min: float = INDUCE_MIN) -> Bool[Tensor, "position layer"]:
+    """Candidates kept by Arditi et al.'s filters with their code's bounds (induce >= `induce_min`, KL <= 0.1), and
+    non-zero."""
+    return (scores[..., 1] >= induce_min) & (scores[..., 2] <= KL_MAX) & nonzero
+
+
+def pick(scores: Float[Tensor, "position layer score"], passed: Bool[Tensor, "position layer"]) -> tuple[int, int]:
+    """(position index, layer index) of the passing candidate with the lowest bypass score. Ties go to the earlier
+    position, then the lower layer: the order that Arditi et al.'s stable sort keeps."""
+    i, j = min(passed.nonzero().tolist(), key=lambda ij: (float(scores[ij[0], ij[1], 0]), ij[0], ij[1]))
+    return i, j
+
+
+@dataclass
+class Selection:
+    """Arditi et al. (2024)'s direction selection on one model: every candidate's scores and the pick."""
+
+    positions: list[int]
+    layers: list[int]
+    scores: Float[Tensor, "position layer score"]  # score axis: SCORES
+    passed: Bool[Tensor, "position layer"]
+    pos: int
+    layer: int
+    refusal_tokens: list[str]
+    baseline: Float[Tensor, "kind"]  # mean refusal log-odds without intervention: harmful, harmless
+    induce_min: float  # INDUCE_MIN, or the harmless baseline when no candidate reached it (fallback)
+    requests: dict[str, int]
+
+    @property
+    def fallback(self) -> bool:
+        """Whether the induce filter fell back to the harmless baseline (no candidate reached even odds)."""
+        return self.induce_min != INDUCE_MIN
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-ready description: candidates, filters, the pick and its scores."""
+        i, j = self.positions.index(self.pos), self.layers.index(self.layer)
+        return {"method": "Arditi et al. 2024: lowest bypass score among candidates (layers < 0.8 n_layers unless one "
+                          "was given) with induce score >= 0 and KL <= 0.1; ties to the earlier position, then the "
+                          "lower layer",
+                "tensor": "selection_scores", "axes": ["position", "layer", "score"], "positions": self.positions,
+                "layers": self.layers, "scores": list(SCORES), "refusal_tokens": self.refusal_tokens,
+                "requests": self.requests,
+                "filters": {"induce_min": self.induce_min, "kl_max": KL_MAX, "non_zero_direction": True},
+                "fallback": self.fallback,  # True: no candidate reached induce 0, induce_min = harmless baseline
+                "passed": int(self.passed.sum()), "candidates": self.passed.numel(),
+                "baseline_log_odds": {"harmful": float(self.baseline[0]), "harmless": float(self.baseline[1])},
+                "chosen": {"pos": self.pos, "layer": self.layer,
+                           **{k: float(v) for k, v in zip(SCORES, self.scores[i, j])}}}
+
+
+def select_direction(model: HookedModel, prompt: PromptFn, candidates: Float[Tensor, "position layer d_model"],
+                     positions: Sequence[int], layers: Sequence[int], harmful: Sequence[str],
+                     harmless: Sequence[str], judge: Callable[[str], bool] = is_refusal, batch_size: int = 32
+                     ) -> Selection:
+    """Arditi et al. (2024)'s selection of the refusal direction among `candidates` (difference in means read at
+    `positions` x `layers`), by logit scores instead of generations. Deviations: refusal tokens from the judge
+    (`refusal_token_ids`); exact log-odds and KL (no epsilon); zero candidates (e.g. resid_pre of layer 0 at template
+    tokens: the same embedding for every prompt) discarded; when no candidate reaches induce score 0, those that raise
+    the refusal log-odds to at least the harmless baseline are kept instead (flagged as a fallback; the paper's code
+    stops). None kept is an InterpError."""
+    token_ids = refusal_token_ids(model.tokenizer, judge)
+    scores, baseline = score_candidates(model, prompt, candidates, layers, harmful, harmless, token_ids, batch_size)
+    bad = (~torch.isfinite(scores)).nonzero().tolist()
+    if bad:
+        i, j, k = bad[0]
+        raise InterpError(f"the {SCORES[k]} score of the refusal direction at layer {layers[j]}, position "
+                          f"{positions[i]} of {model.path} is not finite", fix="check the model's weights and inputs")
+    norms = candidates.norm(dim=-1)
+    nonzero = norms > ZERO_DIRECTION * norms.max()
+    induce_min = INDUCE_MIN
+    if not passing(scores, nonzero, induce_min).any() and float(baseline[1]) < INDUCE_MIN:
+        induce_min = float(baseline[1])
+    passed = passing(scores, nonzero, induce_min)
+    if not passed.any():
+        kl, induce = int((scores[..., 2] <= KL_MAX).sum()), int((scores[..., 1] >= induce_min).sum())
+        raise InterpError(f"no candidate refusal direction of {model.path} passes Arditi et al.'s filters: of "
+                          f"{passed.numel()} ({int(nonzero.sum())} non-zero), {kl} keep the harmless next-token KL <= "
+                          f"{KL_MAX} when ablated and {induce} raise the refusal log-odds to {induce_min:.3g} when "
+                          "added, none both", fix="choose the direction yourself with --layer and --pos")
+    i, j = pick(scores, passed)
+    return Selection(list(positions), list(layers), scores, passed, positions[i], layers[j],
+                     model.tokenizer.convert_ids_to_tokens(token_ids), baseline, induce_min,
+                     {"harmful": len(harmful), "harmless": len(harmless)})
 
 
 @dataclass
 class RefusalResult:
-    """Directions, cosines and refusal scores; `[owner, model]` axes index ROLES."""
+    """Directions, cosines and refusal scores; `[owner, model]` axes index ROLES. `selection` is None when both the
+    layer and the position were given."""
 
     directions: dict[str, Float[Tensor, "layer d_model"]]
     cosine: Float[Tensor, "layer"]
@@ -110,22 +326,49 @@ class RefusalResult:
     addition: Float[Tensor, "owner model"]  # on harmless requests
     samples: dict[str, list[str]] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
+    selection: Selection | None = None
 
     def tensors(self) -> dict[str, Tensor]:
-        return {"direction_base": self.directions["base"], "direction_post": self.directions["post"],
-                "cosine": self.cosine, "baseline": self.baseline, "ablation": self.ablation, "addition": self.addition}
+        """Named tensors for the results file (`selection_scores`: [position, layer, score], see the summary)."""
+        out = {"direction_base": self.directions["base"], "direction_post": self.directions["post"],
+               "cosine": self.cosine, "baseline": self.baseline, "ablation": self.ablation, "addition": self.addition}
+        if self.selection is not None:
+            out["selection_scores"] = self.selection.scores.float()
+        return out
 
     def summary(self) -> dict[str, Any]:
-        """JSON-ready headline numbers (keys "<direction>_dir_in_<model>")."""
+        """JSON-ready headline numbers (keys "<direction>_dir_in_<model>"); `baseline_refuses_none` flags a model that
+        refused none of the harmful test requests (then its refusal scores say nothing about a direction)."""
         cond = {f"{o}_dir_in_{m}": (i, j) for i, o in enumerate(ROLES) for j, m in enumerate(ROLES)}
         return {"layer": self.layer, "pos": self.pos, "coeff": self.coeff,
                 "cosine_per_layer": [round(float(c), 4) for c in self.cosine],
                 "cosine_at_layer": float(self.cosine[self.layer]),
                 "baseline": {m: {"harmful": float(self.baseline[j, 0]), "harmless": float(self.baseline[j, 1])}
                              for j, m in enumerate(ROLES)},
+                "baseline_refuses_none": {m: bool(self.baseline[j, 0] == 0) for j, m in enumerate(ROLES)},
                 "ablation_harmful": {k: float(self.ablation[ij]) for k, ij in cond.items()},
                 "addition_harmless": {k: float(self.addition[ij]) for k, ij in cond.items()},
+                "selection": None if self.selection is None else self.selection.summary(),
                 "samples": self.samples, "counts": self.counts}
+
+
+def choose_direction(model: HookedModel, prompt: PromptFn, train: tuple[Sequence[str], Sequence[str]],
+                     layer: int | None = None, pos: int | None = None, judge: Callable[[str], bool] = is_refusal,
+                     batch_size: int = 32) -> tuple[Float[Tensor, "layer d_model"], int, int, Selection | None]:
+    """(directions of every layer at the chosen position, layer, position, selection). A `layer` or `pos` left None
+    is chosen by `select_direction` over the candidates (layers < 0.8 n_layers, or `layer`; the post-instruction
+    positions, or `pos`), scored on the first `SELECTION_PROMPTS` training requests of each kind (Arditi et al. score
+    a separate validation split; Du et al. fix layer 11); the selection is None when both are given."""
+    harmful, harmless = train
+    positions = [pos] if pos is not None else post_instruction_positions([prompt(x) for x in [*harmful, *harmless]])
+    candidates = candidate_directions(model, prompt, harmful, harmless, positions, batch_size)
+    selection = None
+    if layer is None or pos is None:
+        layers = candidate_layers(candidates.shape[1]) if layer is None else [layer]
+        selection = select_direction(model, prompt, candidates[:, layers], positions, layers,
+                                     harmful[:SELECTION_PROMPTS], harmless[:SELECTION_PROMPTS], judge, batch_size)
+        layer, pos = selection.layer, selection.pos
+    return candidates[positions.index(pos)], layer, pos, selection
 
 
 def refusal_transfer(
@@ -134,19 +377,19 @@ def refusal_transfer(
     train: tuple[Sequence[str], Sequence[str]],
     test: tuple[Sequence[str], Sequence[str]],
     layer: int | None = None,
-    pos: int = -1,
+    pos: int | None = None,
     coeff: float | None = None,
     max_new_tokens: int = 16,
     judge: Callable[[str], bool] = is_refusal,
     batch_size: int = 32,
 ) -> RefusalResult:
-    """Directions from `train = (harmful, harmless)`, scores on `test`; `layer` defaults to `select_layer` on the
-    post model and the training harmful requests (at most `SELECTION_PROMPTS` of them)."""
-    directions = {m: refusal_directions(models[m], prompts[m], *train, pos=pos, batch_size=batch_size) for m in ROLES}
-    n_layers = directions["base"].shape[0]
-    if layer is None:
-        layer, _ = select_layer(models["post"], prompts["post"], directions["post"], train[0][:SELECTION_PROMPTS],
-                                max_new_tokens, judge, batch_size)
+    """Directions from `train = (harmful, harmless)`, generation refusal scores on `test`; the layer and position
+    not given are chosen by `choose_direction` on the post model."""
+    post, layer, pos, selection = choose_direction(models["post"], prompts["post"], train, layer, pos, judge,
+                                                   batch_size)
+    directions = {"base": refusal_directions(models["base"], prompts["base"], *train, pos=pos, batch_size=batch_size),
+                  "post": post}
+    n_layers = post.shape[0]
     # c r^ is added at resid_pre, resid_mid and resid_post, so the layer's output moves by 3c r^: c = |r|/3 moves it
     # by the steered model's own mean difference (Arditi et al.'s activation addition)
     coeffs = {m: float(directions[m][layer].norm()) / 3 if coeff is None else coeff for m in ROLES}
@@ -170,4 +413,4 @@ def refusal_transfer(
     counts = {"train_harmful": len(train[0]), "train_harmless": len(train[1]), "test_harmful": len(harmful),
               "test_harmless": len(harmless)}
     return RefusalResult(directions, cosine(directions["base"], directions["post"]), layer, pos, coeffs, baseline,
-                         ablation, addition, samples, counts)
+                         ablation, addition, samples, counts, selection)
