@@ -524,3 +524,19 @@ def test_knowledge_cli_no_bos_changes_the_tokens_patched(zoo_quick: Path, tmp_pa
         assert code == 0, err
         assert first and (set(first) == {bos_id} if flag == "--bos" else bos_id not in first)
         assert read_results(tmp_path / flag).summary["bos"] == (flag == "--bos")
+
+
+def test_refusal_selection_fallback_is_a_warning(zoo_quick: Path, tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """The quick zoo's chat model has no direction that brings refusal to even odds when added: the command says so
+    on stderr, and summary.json records it."""
+    from clitools import run
+    from interp.results import read_results
+
+    base, chat = (str(p) for p in last_checkpoints(zoo_quick))
+    code, _, err = run(["directions", "refusal", base, chat, "--out", tmp_path / "r", "--n-train", "16", "--n-test",
+                        "4", "--max-new-tokens", "4"], capsys)
+    assert code == 0, err
+    fallback = read_results(tmp_path / "r").summary["selection"]["fallback"]
+    assert fallback == ("warning: no candidate refusal direction" in err)
+    assert fallback  # what makes this test meaningful on the quick zoo

@@ -251,6 +251,9 @@ def run_refusal(base: Path, post: Path, out: Path, data: Path | None = None, lay
             warn(f"the {m} model ({base if m == 'base' else post}) refused none of the {len(test[0])} harmful test "
                  "requests without intervention, so its ablation scores cannot fall and say nothing about its "
                  "refusal direction")
+    if (summary.get("selection") or {}).get("fallback"):
+        warn("no candidate refusal direction brought the refusal tokens to even odds when added; the layer was chosen "
+             "among those that raise them above the harmless baseline (summary.json: selection.fallback)")
     return path
 
 
