@@ -247,3 +247,12 @@ def test_records_keep_their_file_line_numbers(tmp_path: Path, tiny_dir: Callable
     assert [n for n, _ in numbered_records(path, ("clean",), "{}")] == [1, 3]
     with pytest.raises(InterpError, match="task.jsonl line 3"):
         load_task(path, load_tokenizer(tiny_dir("llama")))
+
+
+@pytest.mark.parametrize("text", ["first prompt\nsecond\n", '{"prompt": "first prompt"}\n{"prompt": "second"}\n'])
+def test_prompt_files_with_a_byte_order_mark(tmp_path: Path, text: str) -> None:
+    from interp.finetuning.prompts import read_prompts
+
+    path = tmp_path / "prompts.txt"
+    path.write_text("\ufeff" + text, encoding="utf-8")
+    assert read_prompts(path) == ["first prompt", "second"]

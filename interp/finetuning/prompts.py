@@ -21,7 +21,7 @@ def read_prompts(path: str | Path) -> list[str]:
     if not path.is_file():
         raise InterpError(f"prompt file {path} does not exist", fix="check the path")
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8-sig").splitlines()  # a byte-order mark is not part of a prompt
     except UnicodeDecodeError as err:
         raise InterpError(f"prompt file {path} is not UTF-8 text ({err})", fix=_FORMAT_FIX) from err
     numbered = [(n, line) for n, line in enumerate(lines, start=1) if line.strip()]
