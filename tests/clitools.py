@@ -1,12 +1,16 @@
-"""Helpers the CLI tests share: run `interp` in-process, assert a one-line user error, and prove that a command
-changed nothing outside its `--out`."""
+"""Helpers the CLI tests share: run `interp` in-process, assert a one-line user error, prove that a command
+changed nothing outside its `--out`, and damage a checkpoint copy the ways users' checkpoints get damaged."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
+from typing import Callable
 
 import pytest
+import torch
+from safetensors.torch import load_file, save_file
 
 from interp.cli import main
 
@@ -50,3 +54,26 @@ def assert_unchanged(root: Path, before: dict[str, tuple[int, str]], out: Path |
         before = {k: v for k, v in before.items() if keep(k)}
         after = {k: v for k, v in after.items() if keep(k)}
     assert after == before, sorted(set(after.items()) ^ set(before.items()))[:5]
+
+
+# --- damaging a copy of a checkpoint, as the hostile-input tests do -------------------------------------------------
+def edit_config(ckpt: Path, **changes: object) -> Path:
+    """`ckpt` with `changes` written over its config.json."""
+    config = json.loads((ckpt / "config.json").read_text())
+    (ckpt / "config.json").write_text(json.dumps({**config, **changes}))
+    return ckpt
+
+
+def edit_weights(ckpt: Path, change: Callable[[dict[str, torch.Tensor]], object]) -> Path:
+    """`ckpt` with its model.safetensors rewritten after `change` edited the tensors in place."""
+    weights = load_file(str(ckpt / "model.safetensors"))
+    change(weights)
+    save_file(weights, str(ckpt / "model.safetensors"), metadata={"format": "pt"})
+    return ckpt
+
+
+def truncate(file: Path) -> Path:
+    """`file` cut to half its bytes (a copy that stopped early); a checkpoint directory's model.safetensors."""
+    target = file / "model.safetensors" if file.is_dir() else file
+    target.write_bytes(target.read_bytes()[: target.stat().st_size // 2])
+    return file

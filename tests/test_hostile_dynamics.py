@@ -12,38 +12,16 @@ from typing import Callable
 
 import pytest
 import torch
-from clitools import assert_unchanged, assert_user_error, run, tree_state
-from safetensors.torch import load_file, save_file
+from clitools import assert_unchanged, assert_user_error, edit_config, edit_weights, truncate, run, tree_state
+from safetensors.torch import load_file
 
 from interp.testing import tiny_checkpoint, train_tiny_tokenizer
 
 TENSOR = "model.layers.1.self_attn.v_proj.weight"
 
 
-def _edit_config(**changes: object) -> Callable[[Path], None]:
-    def damage(ckpt: Path) -> None:
-        config = json.loads((ckpt / "config.json").read_text())
-        (ckpt / "config.json").write_text(json.dumps({**config, **changes}))
-
-    return damage
-
-
-def _edit_weights(edit: Callable[[dict[str, torch.Tensor]], None]) -> Callable[[Path], None]:
-    def damage(ckpt: Path) -> None:
-        weights = load_file(ckpt / "model.safetensors")
-        edit(weights)
-        save_file(weights, ckpt / "model.safetensors", metadata={"format": "pt"})
-
-    return damage
-
-
 def _nan(weights: dict[str, torch.Tensor]) -> None:
     weights[TENSOR][0, 0] = math.nan
-
-
-def _truncate(ckpt: Path) -> None:
-    data = (ckpt / "model.safetensors").read_bytes()
-    (ckpt / "model.safetensors").write_bytes(data[: len(data) // 3])
 
 
 def _remove(*names: str) -> Callable[[Path], None]:
@@ -52,13 +30,13 @@ def _remove(*names: str) -> Callable[[Path], None]:
 
 # damage -> (how, what the error says)
 DAMAGES: dict[str, tuple[Callable[[Path], None], str]] = {
-    "config_3_layers_weights_2": (_edit_config(num_hidden_layers=3), "tensor(s) the config needs are missing"),
-    "deleted_tensor": (_edit_weights(lambda w: w.pop("model.layers.1.mlp.up_proj.weight")),
+    "config_3_layers_weights_2": (lambda c: edit_config(c, num_hidden_layers=3), "tensor(s) the config needs are missing"),
+    "deleted_tensor": (lambda c: edit_weights(c, lambda w: w.pop("model.layers.1.mlp.up_proj.weight")),
                        "model.layers.1.mlp.up_proj.weight"),
-    "reshaped_tensor": (_edit_weights(lambda w: w.update({TENSOR: w[TENSOR][:8].clone()})),
+    "reshaped_tensor": (lambda c: edit_weights(c, lambda w: w.update({TENSOR: w[TENSOR][:8].clone()})),
                         "have another shape than the config gives"),
-    "nan_weights": (_edit_weights(_nan), f"weight {TENSOR} holds NaN"),
-    "truncated_safetensors": (_truncate, "is damaged or not a weight file"),
+    "nan_weights": (lambda c: edit_weights(c, _nan), f"weight {TENSOR} holds NaN"),
+    "truncated_safetensors": (truncate, "is damaged or not a weight file"),
     "missing_tokenizer": (_remove("tokenizer.json", "tokenizer_config.json"), "has no tokenizer"),
     "invalid_config_json": (lambda ckpt: (ckpt / "config.json").write_text("{not json"), "is not readable JSON"),
     "config_without_weights": (_remove("model.safetensors"), "has config.json but no weights"),

@@ -11,38 +11,21 @@ from typing import Callable
 
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
 
-from clitools import assert_unchanged, assert_user_error, run, tree_state
+from clitools import assert_unchanged, assert_user_error, edit_config, edit_weights, truncate, run, tree_state
 
 HOOK = "blocks.0.hook_resid_post"
 PROMPTS = "the cat sees the moon.\na dog\n1 2 3 4 5\n"
 
 
-def _drop_tensor(ckpt: Path) -> None:
-    weights = ckpt / "model.safetensors"
-    tensors = load_file(str(weights))
-    del tensors["model.layers.1.mlp.down_proj.weight"]
-    save_file(tensors, str(weights), metadata={"format": "pt"})
-
-
-def _set_config(ckpt: Path, **changes: object) -> None:
-    config = json.loads((ckpt / "config.json").read_text())
-    (ckpt / "config.json").write_text(json.dumps(config | changes))
-
-
-def _truncate(file: Path) -> None:
-    file.write_bytes(file.read_bytes()[: file.stat().st_size // 2])
-
-
 BROKEN: dict[str, tuple[Callable[[Path], None], str]] = {
     "config without weights": (lambda c: (c / "model.safetensors").unlink(), "no weights"),
     "invalid config.json": (lambda c: (c / "config.json").write_text("{not json"), "not readable JSON"),
-    "truncated safetensors": (lambda c: _truncate(c / "model.safetensors"), "damaged"),
+    "truncated safetensors": (truncate, "damaged"),
     "missing tokenizer": (lambda c: [p.unlink() for p in c.glob("*token*")], "no tokenizer"),
-    "config says 3 layers": (lambda c: _set_config(c, num_hidden_layers=3), "do not match config.json"),
-    "a tensor missing": (_drop_tensor, "do not match config.json"),
-    "unknown architecture": (lambda c: _set_config(c, model_type="mamba"), "'mamba'"),
+    "config says 3 layers": (lambda c: edit_config(c, num_hidden_layers=3), "do not match config.json"),
+    "a tensor missing": (lambda c: edit_weights(c, lambda w: w.pop("model.layers.1.mlp.down_proj.weight")), "do not match config.json"),
+    "unknown architecture": (lambda c: edit_config(c, model_type="mamba"), "'mamba'"),
 }
 
 
@@ -319,7 +302,7 @@ def test_cache_rebuilds_a_damaged_cache_and_says_so(tiny_dir: Callable[[str], Pa
     assert run(_cache(ckpt, work), capsys)[0] == 0
     hook_dir = work / "out" / ckpt.name / HOOK
     good = load_activations(hook_dir.parent, HOOK)
-    _truncate(hook_dir / "shard-00000.safetensors")
+    truncate(hook_dir / "shard-00000.safetensors")
     code, out, _ = run(_cache(ckpt, work), capsys)
     assert code == 0
     (line,) = out.splitlines()

@@ -11,9 +11,8 @@ from typing import Callable
 
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
 
-from clitools import assert_unchanged, assert_user_error, run, tree_state
+from clitools import assert_unchanged, assert_user_error, edit_config, edit_weights, truncate, run, tree_state
 from interp.results import write_results
 
 TINY_LINES = [
@@ -61,25 +60,6 @@ class Env:
         task = task if task is not None else self.task(ZOO_LINES)
         return ["patch", target or self.ckpt, "--task", task, "--out", out or self.out, "--sites", "resid_pre",
                 "--device", "cpu", *extra]
-
-
-def edit_config(path: Path, **changes: object) -> Path:
-    config = json.loads((path / "config.json").read_text())
-    (path / "config.json").write_text(json.dumps({**config, **changes}))
-    return path
-
-
-def edit_weights(path: Path, change: Callable[[dict[str, torch.Tensor]], None]) -> Path:
-    weights = load_file(str(path / "model.safetensors"))
-    change(weights)
-    save_file(weights, str(path / "model.safetensors"), metadata={"format": "pt"})
-    return path
-
-
-def truncate(path: Path) -> Path:
-    file = path / "model.safetensors"
-    file.write_bytes(file.read_bytes()[: file.stat().st_size // 2])
-    return path
 
 
 def write(path: Path, name: str, text: str) -> Path:

@@ -12,8 +12,9 @@ from typing import Callable
 
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
+from clitools import edit_weights
 from interp import loading
 from interp.checkpoints import weights_sha256
 from interp.errors import InterpError
@@ -23,13 +24,9 @@ from interp.progress import progress
 from interp.results import read_results, strict_json, write_results
 
 
-def edit_weights(src: Path, dst: Path, edit: Callable[[dict[str, torch.Tensor]], None]) -> Path:
+def damaged(src: Path, dst: Path, edit: Callable[[dict[str, torch.Tensor]], None]) -> Path:
     """A copy of checkpoint `src` at `dst` whose weights `edit` changed in place."""
-    shutil.copytree(src, dst)
-    tensors = load_file(str(dst / "model.safetensors"))
-    edit(tensors)
-    save_file(tensors, str(dst / "model.safetensors"), metadata={"format": "pt"})
-    return dst
+    return edit_weights(shutil.copytree(src, dst), edit)
 
 
 def first_matrix(tensors: dict[str, torch.Tensor]) -> str:
@@ -58,7 +55,7 @@ def _nan(t: dict[str, torch.Tensor]) -> None:
 def test_weights_that_do_not_match_the_config_are_refused(tiny_dir: Callable[[str], Path], tmp_path: Path,
                                                           edit: Callable[[dict[str, torch.Tensor]], None],
                                                           needle: str) -> None:
-    bad = edit_weights(tiny_dir("llama"), tmp_path / "bad", edit)
+    bad = damaged(tiny_dir("llama"), tmp_path / "bad", edit)
     for call in (loading.verify_checkpoint, lambda p: loading.load(p, backend="native", device="cpu")):
         with pytest.raises(InterpError, match=needle):
             call(bad)
@@ -76,7 +73,7 @@ def test_config_with_more_layers_than_the_weights_is_refused(tiny_dir: Callable[
 @pytest.mark.parametrize("backend", ["native", "transformer_lens", "nnsight"])
 def test_non_finite_weights_are_refused_naming_the_tensor(tiny_dir: Callable[[str], Path], tmp_path: Path,
                                                           backend: str) -> None:
-    bad = edit_weights(tiny_dir("llama"), tmp_path / "nan", _nan)
+    bad = damaged(tiny_dir("llama"), tmp_path / "nan", _nan)
     name = first_matrix(load_file(str(bad / "model.safetensors")))
     with pytest.raises(InterpError, match=f"weight {name} holds NaN"):
         loading.load(bad, backend=backend, device="cpu")
@@ -108,7 +105,7 @@ def test_weights_hash_follows_the_content(tiny_dir: Callable[[str], Path], tmp_p
     weights = path / "model.safetensors"
     expected = hashlib.sha256(b"model.safetensors\0" + weights.read_bytes()).hexdigest()
     assert weights_sha256(path) == expected == weights_sha256(path)  # the second from the cache
-    edit_weights(tiny_dir("llama"), tmp_path / "other", _nan)
+    damaged(tiny_dir("llama"), tmp_path / "other", _nan)
     shutil.copy(tmp_path / "other" / "model.safetensors", weights)
     assert weights_sha256(path) != expected
 

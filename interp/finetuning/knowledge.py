@@ -23,7 +23,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from interp.errors import InterpError
-from interp.finetuning.truth import SUFFIX, few_shot_lines, label_ids, truth_query
+from interp.finetuning.truth import SUFFIX, label_ids, truth_query
 from interp.models.hooked import HookedModel
 from probes.activations import check_context, encode
 from probes.datasets import Statement
