@@ -39,6 +39,7 @@ from interp import loading
 from interp.checkpoints import Run, step_of, weights_sha256
 from interp.errors import InterpError
 from interp.models.hooked import HookedModel
+from interp.options import check_context
 from interp.outdir import check_out, settings_hash
 from interp.progress import progress
 from interp.results import atomic_write_bytes, atomic_write_json
@@ -358,12 +359,7 @@ def _tokenise(model: HookedModel, prompts: list[str], positions: str | list[int]
     """Every prompt's tokens and the kept positions (None: all), refusing prompts longer than the model's context."""
     seqs = [model.to_tokens(p, prepend_bos=prepend_bos)[0].cpu() for p in prompts]
     lengths = torch.tensor([len(s) for s in seqs])
-    too_long = (lengths > model.summary.n_ctx).nonzero().flatten().tolist()
-    if too_long:
-        row = too_long[0]
-        raise InterpError(f"prompt {row} ({prompts[row][:40]!r}...) has {int(lengths[row])} tokens, more than the "
-                          f"model's context of {model.summary.n_ctx}",
-                          fix=f"shorten or split the prompts to at most {model.summary.n_ctx} tokens")
+    check_context([s.tolist() for s in seqs], prompts, model.summary.n_ctx)
     index = None if positions == "all" else _position_index([-1] if positions == "last" else positions, lengths)
     return seqs, index
 

@@ -54,3 +54,20 @@ def parse_names(option: str, text: str, allowed: Sequence[str] | None = None) ->
             if name not in allowed:
                 raise InterpError(f"{option}: unknown name {name!r}", fix=f"use some of {', '.join(allowed)}")
     return names
+
+
+def check_context(ids: Sequence[Sequence[int]], texts: Sequence[str], n_ctx: int, extra: int = 0,
+                  source: str = "prompts") -> None:
+    """Refuse a prompt that encodes to no tokens or that, with `extra` answer or generated tokens after it, does not
+    fit the model's context of `n_ctx` positions; the prompt is named by its number (from 1) in `source`."""
+    for number, (seq, text) in enumerate(zip(ids, texts), start=1):
+        shown = text if len(text) <= 60 else text[:57] + "..."
+        if not seq:
+            raise InterpError(f"{source}: prompt {number} ({shown!r}) encodes to no tokens",
+                              fix="give every prompt some text")
+        if len(seq) + extra > n_ctx:
+            more = f" (+ {extra} answer or generated tokens)" if extra else ""
+            raise InterpError(f"{source}: prompt {number} ({shown!r}) is {len(seq)} tokens{more}, longer than the "
+                              f"model's context of {n_ctx}",
+                              fix=f"shorten it to at most {n_ctx - extra} tokens (fewer few-shot lines, or fewer "
+                                  "answer or generated tokens)")

@@ -11,7 +11,6 @@ from typing import Iterable, Sequence
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
-from interp.errors import InterpError
 from interp.models.native import NativeTransformer
 from interp.progress import progress
 
@@ -123,16 +122,3 @@ def encode(tokenizer: object, text: str, bos: bool = True) -> list[int]:
     ids = list(tokenizer(text)["input_ids"])  # type: ignore[operator]
     bos_id = getattr(tokenizer, "bos_token_id", None)
     return ids if bos_id is None or ids[:1] == [bos_id] else [bos_id, *ids]
-
-
-def check_context(ids: Sequence[Sequence[int]], texts: Sequence[str], n_ctx: int, extra: int = 0) -> None:
-    """Refuse prompts that are empty or, with `extra` tokens after them, longer than the model's context `n_ctx`."""
-    for seq, text in zip(ids, texts):
-        if not seq:
-            raise InterpError(f"the prompt {text!r} encodes to no tokens", fix="give every prompt some text")
-    longest = max(range(len(ids)), key=lambda i: len(ids[i]))
-    if len(ids[longest]) + extra > n_ctx:
-        shown = texts[longest] if len(texts[longest]) <= 80 else texts[longest][:77] + "..."
-        more = f" (+ {extra} answer or generated tokens)" if extra else ""
-        raise InterpError(f"a prompt is {len(ids[longest])} tokens{more}, longer than the model's context of {n_ctx}: "
-                          f"{shown!r}", fix="use shorter statements or instructions (or fewer few-shot lines)")

@@ -321,7 +321,7 @@ def test_non_finite_activations_name_the_prompt(model: HookedModel, tmp_path: Pa
 
 def test_prompts_longer_than_the_context_are_refused(model: HookedModel, tmp_path: Path) -> None:
     long = " ".join(["the cat"] * model.summary.n_ctx)
-    with pytest.raises(InterpError, match=f"prompt 1 .* more than the model's context of {model.summary.n_ctx}"):
+    with pytest.raises(InterpError, match=f"prompt 2 .* longer than the model's context of {model.summary.n_ctx}"):
         cache_activations(model, [PROMPTS[0], long], [RESID], tmp_path)
     assert not (tmp_path / RESID).exists()
 

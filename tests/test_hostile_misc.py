@@ -232,7 +232,7 @@ def test_bad_prompt_files(zoo_pair: tuple[Path, Path], work: Path, capsys: pytes
     argv[argv.index(str(work / "prompts.txt"))] = str(work / name)
     if command == "cache" and case == "longer than the context":  # found once the model is loaded, before compute
         states = tree_state(work)
-        assert_user_error(run(argv, capsys), needle, "prompt 0")
+        assert_user_error(run(argv, capsys), needle, "prompt 1 (")  # the first prompt, numbered from 1 as everywhere
         assert_unchanged(work, states, work / "out")
         assert not list((work / "out").glob("**/*.safetensors"))
         return
@@ -249,7 +249,7 @@ def test_tuco_prompt_that_only_fits_without_the_generated_tokens(zoo_pair: tuple
     ids = tokenizer.encode(text, add_special_tokens=False)
     (work / "prompts.txt").write_text(tokenizer.decode(ids[: n_ctx - 1]) + "\n")  # fits alone, not with 2 more
     assert len(tokenizer.encode((work / "prompts.txt").read_text().strip(), add_special_tokens=False)) == n_ctx - 1
-    _refused(_tuco(*zoo_pair, work), work, capsys, "prompt 1", "with 2 generated after it", inputs=zoo_pair)
+    _refused(_tuco(*zoo_pair, work), work, capsys, "prompt 1", "(+ 2 answer or generated tokens)", inputs=zoo_pair)
 
 
 def test_a_prompt_file_with_a_byte_order_mark_is_read(tiny_dir: Callable[[str], Path], work: Path,

@@ -197,11 +197,11 @@ def test_encode_bos_choice(tiny_llama) -> None:  # noqa: ANN001
 
 
 def test_check_context_refuses_empty_and_too_long_prompts() -> None:
-    from probes.activations import check_context
+    from interp.options import check_context
 
     check_context([[1, 2], [3]], ["ab", "c"], n_ctx=3, extra=1)
-    with pytest.raises(InterpError, match=r"a prompt is 2 tokens \(\+ 2 answer or generated tokens\), longer than "
-                                          r"the model's context of 3: 'ab'"):
+    with pytest.raises(InterpError, match=r"prompts: prompt 1 \('ab'\) is 2 tokens \(\+ 2 answer or generated tokens\), "
+                                          r"longer than the model's context of 3"):
         check_context([[1, 2], [3]], ["ab", "c"], n_ctx=3, extra=2)
     with pytest.raises(InterpError, match="encodes to no tokens"):
         check_context([[1], []], ["a", ""], n_ctx=3)

@@ -183,7 +183,7 @@ def refusal_prompts(paths: dict[str, Path], template: str | None, instructions: 
     from interp.finetuning.refusal import template_prompt
     from interp.loading import load_tokenizer
     from interp.options import check_range
-    from probes.activations import check_context
+    from interp.options import check_context
 
     prompts = {m: template_prompt(load_tokenizer(path), template) for m, path in paths.items()}
     for prompt in prompts.values():

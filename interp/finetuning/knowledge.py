@@ -23,9 +23,10 @@ from jaxtyping import Float
 from torch import Tensor
 
 from interp.errors import InterpError
+from interp.options import check_context
 from interp.finetuning.truth import SUFFIX, label_ids, truth_query
 from interp.models.hooked import HookedModel
-from probes.activations import check_context, encode
+from probes.activations import encode
 from probes.datasets import Statement
 
 ROLES = ("base", "post")

@@ -29,9 +29,10 @@ from jaxtyping import Float
 from torch import Tensor
 
 from interp.errors import InterpError
+from interp.options import check_context
 from interp.models.hooked import HookedModel
 from interp.options import check_range
-from probes.activations import check_context, collect, encode, pad_id_of, tail_logits
+from probes.activations import collect, encode, pad_id_of, tail_logits
 from probes.datasets import Statement, check_both_labels
 from probes.directions import LinearProbe, center_by_group, cosine, logistic_probe, mass_mean_probe
 from probes.steering import Hook, add_hooks, site_names

@@ -24,6 +24,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from interp.errors import InterpError
+from interp.options import check_context
 from interp.models.native import KV, NativeTransformer
 from interp.progress import progress as progress_bar
 
@@ -180,19 +181,14 @@ def encode_left_padded(tokenizer: Any, texts: Sequence[str], prepend_bos: bool =
 
 def check_prompts(tokenizer: Any, prompts: Sequence[str], n_ctx: int, new_tokens: int, prepend_bos: bool,
                   source: str = "prompts") -> None:
-    """Refuse, before any compute, a prompt that tokenises to nothing or that, with the `new_tokens` generated after
-    it, does not fit the model's context of `n_ctx` positions (naming the prompt by its number in `source`)."""
+    """Refuse, before any compute, a prompt that encodes to no tokens (BOS aside) or that, with the `new_tokens`
+    generated after it, does not fit the model's context of `n_ctx` positions (naming the prompt by its number in
+    `source`)."""
     if prepend_bos and tokenizer.bos_token_id is None:
         raise InterpError("--prepend-bos was asked for but the tokenizer has no BOS token", fix="drop it")
-    for number, text in enumerate(prompts, start=1):
-        n = len(tokenizer.encode(text, add_special_tokens=False))
-        if n == 0:
-            raise InterpError(f"{source}: prompt {number} ({text[:40]!r}) tokenises to nothing", fix="remove it")
-        if n + prepend_bos + new_tokens > n_ctx:
-            raise InterpError(f"{source}: prompt {number} ({text[:40]!r}...) has {n + prepend_bos} tokens; with "
-                              f"{new_tokens} generated after it that passes the model's context of {n_ctx}",
-                              fix=f"shorten it to at most {n_ctx - new_tokens - prepend_bos} tokens (or lower "
-                                  "--max-new-tokens)")
+    bos = [tokenizer.bos_token_id] if prepend_bos else []
+    encoded = [tokenizer.encode(text, add_special_tokens=False) for text in prompts]
+    check_context([bos + ids if ids else [] for ids in encoded], prompts, n_ctx, new_tokens, source)
 
 
 def _length_batches(tokenizer: Any, texts: Sequence[str], batch_size: int) -> tuple[list[list[int]], Tensor]:
