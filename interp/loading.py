@@ -25,14 +25,6 @@ BACKENDS: dict[str, tuple[str, str]] = {
     "nnsight": ("interp.models.backends.nnsight", "NNsightModel"),
     "native": ("interp.models.backends.native", "NativeModel"),
 }
-# Hugging Face `model_type` -> family name, for docs and errors.
-SUPPORTED_MODEL_TYPES: dict[str, str] = {
-    "gpt2": "GPT-2",
-    "gpt_neox": "GPT-NeoX / Pythia",
-    "llama": "Llama",
-    "qwen2": "Qwen2",
-    "gemma": "Gemma",
-}
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16,
            "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer_config.json")
@@ -41,15 +33,17 @@ _CHECKPOINT_FIX = "point at a directory written by `model.save_pretrained(dir)` 
 
 def load(path: str | Path, *, backend: str = "transformer_lens", device: str | torch.device | None = None,
          dtype: torch.dtype | str | None = None, step: int | None = None) -> "HookedModel":
-    """Load a Hugging Face checkpoint directory as a `HookedModel` on `backend` ("transformer_lens", "nnsight", "native").
+    """Load a Hugging Face checkpoint directory as a `HookedModel` on `backend` ("transformer_lens", "nnsight",
+    "native", or "auto": native for a family interp implements, else transformer_lens).
 
     `device` defaults to CUDA when available, `dtype` to float32; `step` defaults to the one in the directory name
     (`checkpoint-N`, `stepN`, `step_N`, `step-N`, `global_stepN`) or the run's manifest, else None.
     """
-    if backend not in BACKENDS:
-        raise InterpError(f"unknown backend {backend!r}", fix=f"use one of {', '.join(BACKENDS)}")
+    if backend not in (*BACKENDS, "auto"):
+        raise InterpError(f"unknown backend {backend!r}", fix=f"use one of {', '.join(BACKENDS)} or auto")
     device, dtype = resolve_device(device), resolve_dtype(dtype)
     root = verify_checkpoint(path)
+    backend = resolve_backend(root, backend)
     tokenizer = load_tokenizer(root)
     if step is None:
         from interp.checkpoints import step_of
@@ -58,6 +52,21 @@ def load(path: str | Path, *, backend: str = "transformer_lens", device: str | t
     module, name = BACKENDS[backend]
     cls = getattr(importlib.import_module(module), name)
     return cls.from_dir(root, device, dtype, step, tokenizer=tokenizer)
+
+
+def resolve_backend(root: Path, backend: str) -> str:
+    """"auto" -> "native" when interp implements the checkpoint's family, else "transformer_lens"; "native" is refused
+    for a family without a spec (before any weights are read)."""
+    from interp.models.arch import spec_for
+
+    native = spec_for(read_config(root).get("model_type")) is not None
+    if backend == "auto":
+        return "native" if native else "transformer_lens"
+    if backend == "native" and not native:
+        from interp.models.convert import no_native_family
+
+        raise no_native_family(read_config(root).get("model_type"), root)
+    return backend
 
 
 def verify_checkpoint(path: str | Path) -> Path:
@@ -166,12 +175,22 @@ def read_config(path: str | Path) -> dict[str, Any]:
 
 
 def check_architecture(root: Path, config: dict[str, Any]) -> None:
-    """Refuse architectures interp does not implement, naming the supported ones."""
+    """Refuse a config no Hugging Face causal LM class is registered for (interp opens every one that transformers
+    can build: natively for the families in `interp.models.arch`, on the hook backends otherwise)."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
     model_type = config.get("model_type")
-    if model_type not in SUPPORTED_MODEL_TYPES:
-        supported = ", ".join(f"{family} ({key})" for key, family in SUPPORTED_MODEL_TYPES.items())
-        raise InterpError(f"{root / CONFIG}: architecture {model_type!r} {config.get('architectures') or ''} "
-                          "is not supported", fix=f"use a checkpoint of a supported architecture: {supported}")
+    try:
+        config_class = type(AutoConfig.for_model(model_type)) if model_type else None
+    except (ValueError, KeyError):
+        config_class = None
+    if config_class is None or config_class not in AutoModelForCausalLM._model_mapping:
+        from interp.models.arch import native_model_types
+
+        native = ", ".join(f"{family} ({key})" for key, family in native_model_types().items())
+        raise InterpError(f"{root / CONFIG}: model_type {model_type!r} {config.get('architectures') or ''} is not a "
+                          "causal language model transformers can build", fix=f"use a causal LM checkpoint; interp "
+                          f"runs these natively: {native}, and any other transformers causal LM on the hook backends")
 
 
 def weight_files(path: str | Path) -> list[Path]:

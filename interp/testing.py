@@ -13,9 +13,10 @@ from typing import Any
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoModelForCausalLM, PreTrainedConfig, PreTrainedTokenizerFast
-from transformers import GemmaConfig, GPT2Config, GPTNeoXConfig, LlamaConfig, Qwen2Config
 
-ARCHITECTURES: tuple[str, ...] = ("gpt2", "gpt_neox", "llama", "qwen2", "gemma")
+from interp.models.arch import FAMILIES, specs
+
+ARCHITECTURES: tuple[str, ...] = FAMILIES
 
 BOS, EOS, PAD = "<|bos|>", "<|eos|>", "<|pad|>"
 
@@ -58,28 +59,16 @@ def train_tiny_tokenizer(vocab_size: int = 384, kind: str = "bpe") -> PreTrained
                                    unk_token="<|unk|>" if kind == "word" else None)
 
 
-_CONFIGS: dict[str, tuple[type[PreTrainedConfig], dict[str, Any]]] = {
-    "gpt2": (GPT2Config, dict(n_embd=64, n_layer=2, n_head=4, n_positions=128, resid_pdrop=0.0, embd_pdrop=0.0,
-                              attn_pdrop=0.0)),
-    "gpt_neox": (GPTNeoXConfig, dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=256,
-                                     max_position_embeddings=128, use_parallel_residual=True,
-                                     rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
-                                                      "partial_rotary_factor": 0.25})),
-    "llama": (LlamaConfig, dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                                head_dim=16, intermediate_size=128, max_position_embeddings=128)),
-    "qwen2": (Qwen2Config, dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                                intermediate_size=128, max_position_embeddings=128)),
-    "gemma": (GemmaConfig, dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=1,
-                                head_dim=32, intermediate_size=128, max_position_embeddings=128)),
-}
-
-
 def _config(arch: str, vocab_size: int, special_ids: dict[str, int], **overrides: Any) -> PreTrainedConfig:
-    """A 2-layer, d_model 64, 4-head config exercising each family's quirks (GQA, partial rotary, biases, head_dim);
-    `overrides` replace any of these settings."""
-    if arch not in _CONFIGS:
+    """The family's tiny test config (2 layers, d_model 64, its quirks switched on: GQA, partial rotary, biases,
+    sliding windows shorter than test prompts, soft-capping); `overrides` replace any of these settings."""
+    import transformers
+
+    spec = specs().get(arch)
+    if spec is None:
         raise ValueError(f"unknown architecture {arch!r}; choose from {ARCHITECTURES}")
-    config_class, defaults = _CONFIGS[arch]
+    class_name, defaults = spec.tiny
+    config_class: type[PreTrainedConfig] = getattr(transformers, class_name)
     return config_class(**{**defaults, "vocab_size": vocab_size, **special_ids, **overrides})
 
 
@@ -87,14 +76,15 @@ def _config(arch: str, vocab_size: int, special_ids: dict[str, int], **overrides
 def _randomise(model: torch.nn.Module, arch: str, generator: torch.Generator, std: float = 0.15) -> None:
     """Non-trivial random weights: matrices N(0, std), biases N(0, 0.1), norm scales 1 + N(0, 0.1).
 
-    Gemma's RMSNorm multiplies by (1 + weight), so its scales are drawn around 0 instead of 1.
+    Gemma's RMSNorm multiplies by (1 + weight), so its scales are drawn around the spec's `norm_center` (0).
     """
+    center = specs()[arch].norm_center
     for name, param in model.named_parameters():
         noise = torch.randn(param.shape, generator=generator)
         if param.ndim >= 2:
             param.copy_(noise * std)
         elif ("norm" in name or ".ln" in name or name.startswith("ln")) and name.endswith("weight"):
-            param.copy_(noise * 0.1 + (0.0 if arch == "gemma" else 1.0))
+            param.copy_(noise * 0.1 + center)
         else:
             param.copy_(noise * 0.1)
 

@@ -136,10 +136,15 @@ class Patcher:
         return self.nt.W_U[:, cols], self.nt.b_U[cols]
 
     def metric_of(self, final_resid: Float[Tensor, "variant batch d_model"]) -> Float[Tensor, "variant"]:
-        """The metric for each variant, from its final-position residual stream."""
-        ln = self.nt.ln_final
+        """The metric for each variant, from its final-position residual stream. The backend's fused readout serves
+        the plain final norms; Gemma's (1 + w) in float32 and soft-capped logits go through the model's own."""
+        ln, nt = self.nt.ln_final, self.nt
         W, b = self._readout_weights
-        logits = self.backend.readout(final_resid.flatten(0, 1), ln.w, ln.b, ln.eps, ln.kind, W, b)
+        x = final_resid.flatten(0, 1)
+        if ln.plain and nt.cfg.final_softcap is None:
+            logits = self.backend.readout(x, ln.w, ln.b, ln.eps, ln.kind, W, b)
+        else:
+            logits = nt.softcap(ln(x) @ W + b)
         return self.metric.reduce(logits.unflatten(0, final_resid.shape[:2]))
 
     # --- sweeps -----------------------------------------------------------------------------------------------
@@ -154,10 +159,11 @@ class Patcher:
         raw = torch.full(shape, self.base_metric, dtype=torch.float32)
         n_run = n_skipped = 0
         todo = layers if layers is not None else range(cfg.n_layers)
-        for layer in tqdm(todo, desc=f"patching {site.name}", unit="layer", leave=False, disable=not progress):
-            values, run, skipped = self.sweep_layer(site, layer, n_pos, n_heads)
-            raw[layer] = values.reshape(shape[1:])
-            n_run, n_skipped = n_run + run, n_skipped + skipped
+        with self.nt.fused_weights():
+            for layer in tqdm(todo, desc=f"patching {site.name}", unit="layer", leave=False, disable=not progress):
+                values, run, skipped = self.sweep_layer(site, layer, n_pos, n_heads)
+                raw[layer] = values.reshape(shape[1:])
+                n_run, n_skipped = n_run + run, n_skipped + skipped
         normalised = (raw - self.corrupted_metric) / (self.clean_metric - self.corrupted_metric)
         return PatchResult(site.name, raw, normalised, self.clean_metric, self.corrupted_metric, n_run, n_skipped)
 

@@ -32,6 +32,9 @@ def path_patch(model: object, clean_tokens: Int[Tensor, "batch pos"], corrupted_
     `senders` limits the (layer, head) senders swept (default all); others stay NaN."""
     patcher = Patcher(model, clean_tokens, corrupted_tokens, metric, [component, "z"], source, noising, max_memory)
     cfg = patcher.nt.cfg
+    if cfg.post_norms:
+        raise InterpError("path patching adds a sender head's z @ W_O to the residual stream, but this family "
+                          "normalises the attention output before adding it", fix="use activation patching instead")
     if component != "q" and cfg.n_kv_heads != cfg.n_heads:
         raise InterpError(f"path patching into {component} is undefined with grouped key/value heads",
                           fix='use component="q" on this model')
@@ -39,14 +42,13 @@ def path_patch(model: object, clean_tokens: Int[Tensor, "batch pos"], corrupted_
     n_pos = patcher.base.acts["blocks.0.hook_resid_pre"].shape[1]
     L, H = cfg.n_layers, cfg.n_heads
     out = torch.full((L, H, L, H), float("nan"))
-    forward = patcher.forward
     for s_layer, s_head in senders if senders is not None else [(l, h) for l in range(L) for h in range(H)]:
         z_name = f"blocks.{s_layer}.attn.hook_z"
         W_O = patcher.nt.blocks[s_layer].attn.W_O[s_head]
         delta = (patcher.donor.acts[z_name][:, :, s_head] - patcher.base.acts[z_name][:, :, s_head]) @ W_O
         for r_layer in range(s_layer + 1, L):
             resid = patcher.base.acts[f"blocks.{r_layer}.hook_resid_pre"] + delta
-            donor = forward.qkv(r_layer, resid[None])["qkv".index(component)][0]
+            donor = patcher.nt.blocks[r_layer].qkv(resid[None])["qkv".index(component)][0]
             values, _, _ = patcher.sweep_layer(site, r_layer, n_pos, H, donor_act=donor)
             out[s_layer, s_head, r_layer] = values
     return out

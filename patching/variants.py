@@ -15,6 +15,7 @@ from jaxtyping import Bool, Float
 from torch import Tensor
 
 from interp.errors import InterpError
+from interp.models.native import normalise
 
 
 def build_variants(
@@ -36,10 +37,7 @@ def readout(
     b_U_cols: Float[Tensor, "k"],
 ) -> Float[Tensor, "n k"]:
     """Final LayerNorm/RMSNorm, then only the unembedding columns needed."""
-    x = resid_final.float()
-    if kind == "layernorm":
-        x = x - x.mean(-1, keepdim=True)
-    x = (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)).to(resid_final.dtype)
+    x = normalise(resid_final, kind, eps).to(resid_final.dtype)
     x = x * ln_w + ln_b if ln_b is not None else x * ln_w
     return x @ W_U_cols + b_U_cols
 

@@ -1,10 +1,8 @@
 """Per-sample gradients of each layer's projection matrices under a response-only loss (Li, Li & Zhou 2025).
 
-Gradients are taken with respect to the original Hugging Face weights, in the `nn.Linear` layout [out, in]:
-Llama/Qwen2/Gemma `q_proj/k_proj/v_proj/o_proj` (MLP: `gate_proj/up_proj/down_proj`); GPT-2's fused `c_attn` split
-into its q, k, v output blocks and `attn.c_proj` as o (MLP: `c_fc` up, `mlp.c_proj` down); GPT-NeoX's fused
-`query_key_value` split by its [head, (q, k, v), d_head] output layout and `dense` as o (MLP: `dense_h_to_4h` up,
-`dense_4h_to_h` down).
+Gradients are taken with respect to the original Hugging Face weights, in the `nn.Linear` layout [out, in]; which
+matrices hold q, k, v, o (and gate, up, down) is each family's `gradients` layout in `interp.models.arch` (fused
+projections such as GPT-2's `c_attn` or Phi-3's `qkv_proj` are split into their parts).
 
 Per-sample gradients come from one batched forward/backward: a linear map y = W x + b has dL/dW = sum_t dy_t x_t^T,
 so each sample's gradient is an einsum of the layer's input and the loss gradient at its output (the trick behind
@@ -15,78 +13,29 @@ On CPU this beat both `torch.func.vmap(grad(...))` and one backward pass per sam
 from __future__ import annotations
 
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Callable, Iterator
 
-import einops
 import torch
 import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 
-from interp.errors import InterpError
-from interp.models.convert import SUPPORTED
+from interp.models.arch import Layout
 
 ATTENTION = ("q", "k", "v", "o")
 MLP = ("gate", "up", "down")
 IGNORE = -100
 
 
-def _whole(grad: Tensor) -> Tensor:
-    return grad[None]
-
-
-def _gpt2_qkv(grad: Tensor) -> Tensor:
-    """GPT-2 `c_attn`: output features are [q | k | v] blocks."""
-    return einops.rearrange(grad, "b (i o) d -> i b o d", i=3)
-
-
-def _neox_qkv(n_heads: int) -> Callable[[Tensor], Tensor]:
-    """GPT-NeoX `query_key_value`: output features are laid out [head, (q, k, v), d_head]."""
-    return lambda grad: einops.rearrange(grad, "b (h i e) d -> i b (h e) d", h=n_heads, i=3)
-
-
-@dataclass(frozen=True)
-class Matrix:
-    """A weight matrix inside each layer (dotted module path) and how its gradient [b, out, in] splits into the named
-    projections ([len(names), b, out', in])."""
-
-    module: str
-    names: tuple[str, ...]
-    split: Callable[[Tensor], Tensor] = _whole
-
-
-@dataclass(frozen=True)
-class Layout:
-    """Where an architecture keeps its layers and which matrices hold which projections."""
-
-    layers: nn.ModuleList
-    attention: tuple[Matrix, ...]
-    mlp: tuple[Matrix, ...]
-
-    def matrices(self, include_mlp: bool) -> tuple[Matrix, ...]:
-        return self.attention + (self.mlp if include_mlp else ())
-
-    def projections(self, include_mlp: bool) -> tuple[str, ...]:
-        return tuple(name for matrix in self.matrices(include_mlp) for name in matrix.names)
-
-
 def layout(model: nn.Module) -> Layout:
-    """The projection layout of a supported Hugging Face causal LM."""
-    arch = type(model).__name__
-    if arch == "GPT2LMHeadModel":
-        return Layout(model.transformer.h,
-                      (Matrix("attn.c_attn", ("q", "k", "v"), _gpt2_qkv), Matrix("attn.c_proj", ("o",))),
-                      (Matrix("mlp.c_fc", ("up",)), Matrix("mlp.c_proj", ("down",))))
-    if arch == "GPTNeoXForCausalLM":
-        qkv = Matrix("attention.query_key_value", ("q", "k", "v"), _neox_qkv(model.config.num_attention_heads))
-        return Layout(model.gpt_neox.layers, (qkv, Matrix("attention.dense", ("o",))),
-                      (Matrix("mlp.dense_h_to_4h", ("up",)), Matrix("mlp.dense_4h_to_h", ("down",))))
-    if arch in ("LlamaForCausalLM", "Qwen2ForCausalLM", "GemmaForCausalLM"):
-        return Layout(model.model.layers,
-                      tuple(Matrix(f"self_attn.{p}_proj", (p,)) for p in ATTENTION),
-                      tuple(Matrix(f"mlp.{p}_proj", (p,)) for p in MLP))
-    raise InterpError(f"architecture {arch} is not supported", fix=f"use one of {', '.join(SUPPORTED)}")
+    """The projection layout of a Hugging Face causal LM, from its family's spec (`interp.models.arch`)."""
+    from interp.models.arch import spec_for
+    from interp.models.convert import no_native_family
+
+    spec = spec_for(model.config.model_type)
+    if spec is None:
+        raise no_native_family(model.config.model_type, type(model).__name__)
+    return spec.gradients(model)
 
 
 def response_loss(logits: Float[Tensor, "batch pos vocab"], labels: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch"]:

@@ -63,6 +63,12 @@ class HFBackedModel(HookedModel):
         hf_model = load_hf_causal_lm(path, dtype=dtype).to(device)
         return cls(path, step, tokenizer or load_tokenizer(path), hf_model, torch.device(device), dtype)
 
+    def hook_names(self) -> list[str]:
+        """The hooks of the family's nnsight site table (what the native model fires, checked by tests)."""
+        from interp.models.backends.nnsight_sites import site_table
+
+        return list(site_table(self.config, self.summary.n_layers))
+
     @property
     def parallel_attn_mlp(self) -> bool:
         return parallel_attn_mlp(self.config)

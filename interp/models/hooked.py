@@ -111,23 +111,21 @@ class HookedModel(ABC):
         return logits, cache
 
     def resolve_names(self, names: Names) -> list[str]:
-        """Hook names selected by a list, a predicate, or None (all)."""
+        """Hook names selected by a list, a predicate, or None (all); an unknown name is an `InterpError` naming the
+        closest valid one."""
+        from interp.models.native import check_hook_names
+
         available = self.hook_names()
         if names is None:
             return available
         if callable(names):
             return [n for n in available if names(n)]
-        unknown = [n for n in names if n not in available]
-        if unknown:
-            raise KeyError(f"unknown hook names {unknown[:3]}; available e.g. {available[:4]}")
+        check_hook_names(list(names), available)
         return list(names)
 
     def hook_names(self) -> list[str]:
-        """Every hook name this model supports, in forward order."""
-        from interp.models.hook_names import all_hook_names
-
-        return all_hook_names(self.summary.n_layers, parallel_attn_mlp=self.parallel_attn_mlp,
-                              learned_positions=self.learned_positions)
+        """Every hook name this model fires, in forward order (the native model records them from a forward)."""
+        return self.native().hook_names()
 
     @property
     def parallel_attn_mlp(self) -> bool:

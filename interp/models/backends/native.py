@@ -26,6 +26,9 @@ class NativeModel(HookedModel):
                  tokenizer: object | None = None) -> "NativeModel":
         from transformers import AutoTokenizer
 
+        from interp.loading import resolve_backend
+
+        resolve_backend(Path(path), "native")  # a family without a spec is refused before the weights are read
         hf = load_hf_causal_lm(path, dtype=dtype)
         summary = summarise(hf)
         nt = NativeTransformer.from_hf(hf, device=device)
