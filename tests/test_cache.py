@@ -168,7 +168,7 @@ def test_fewer_shards_remove_stale_ones(model: HookedModel, tmp_path: Path) -> N
 
 
 @pytest.mark.parametrize("kwargs, needle", [
-    (dict(hooks=["blocks.7.hook_resid_post"]), "unknown hook"),
+    (dict(hooks=["blocks.7.hook_resid_post"]), "no hook named"),
     (dict(positions=[0, 5]), "do not fit prompt 1"),
     (dict(positions=[-3]), "do not fit prompt 1"),
     (dict(positions="first"), "positions must be"),

@@ -86,7 +86,7 @@ def test_usage_errors_are_one_line_too(capsys: pytest.CaptureFixture[str], argv:
 @pytest.mark.parametrize("options, needle", [
     (["--positions", "0,x"], "cannot read positions"),
     (["--positions", "0,40"], "do not fit prompt 0"),
-    (["--hook", "blocks.9.hook_resid_post"], "unknown hook"),
+    (["--hook", "blocks.9.hook_resid_post"], "no hook named"),
     (["--dtype", "float8"], "unknown dtype"),
 ])
 def test_bad_cache_requests_exit_2(tiny_dir: Callable[[str], Path], prompts_file: Path, tmp_path: Path,

@@ -15,10 +15,12 @@ if TYPE_CHECKING:
 
 @app.command()
 def info(path: Path = typer.Argument(..., help="A checkpoint directory or a training-run directory.")) -> None:
-    """Print architecture, parameter count, layers, heads and sizes, and the checkpoints found with their steps.
-    Every checkpoint is verified first (config, weights matching it exactly, tokenizer): a broken one is an error."""
+    """Print architecture, parameter count, layers, heads and sizes, which backends and analyses the model supports
+    (and why not), and the checkpoints found with their steps. Every checkpoint is verified first (config, weights
+    matching it exactly, tokenizer): a broken one is an error."""
     from interp.checkpoints import discover, read_summary
-    from interp.loading import verify_checkpoint
+    from interp.loading import read_config, verify_checkpoint
+    from interp.support import report
 
     checkpoints = discover(path)
     for ckpt in checkpoints:
@@ -41,6 +43,9 @@ def info(path: Path = typer.Argument(..., help="A checkpoint directory or a trai
     width = max(len(k) for k, _ in rows) + 2
     for key, value in rows:
         typer.echo(f"{key:<{width}}{value}")
+    typer.echo("\nsupport (backends, then analyses)")
+    for line in report(read_config(first.path)):
+        typer.echo(f"  {line}")
     if len(checkpoints) > 1:
         typer.echo(f"\n{len(checkpoints)} checkpoints (sizes above are from {first.path.name})")
     step_width = max(len("step"), *(len(str(c.step)) for c in checkpoints))

@@ -28,13 +28,15 @@ IGNORE = -100
 
 
 def layout(model: nn.Module) -> Layout:
-    """The projection layout of a Hugging Face causal LM, from its family's spec (`interp.models.arch`)."""
+    """The projection layout of a Hugging Face causal LM: its family's spec (`interp.models.arch`), else found by
+    the usual module names (`gradient_generic`)."""
     from interp.models.arch import spec_for
-    from interp.models.convert import no_native_family
 
     spec = spec_for(model.config.model_type)
     if spec is None:
-        raise no_native_family(model.config.model_type, type(model).__name__)
+        from interp.dynamics.gradient_generic import generic_layout
+
+        return generic_layout(model)
     return spec.gradients(model)
 
 
@@ -61,10 +63,13 @@ def _capture(modules: list[nn.Module]) -> Iterator[dict[int, tuple[Tensor, Tenso
     records: dict[int, tuple[Tensor, Tensor]] = {}
 
     def hook(index: int) -> Callable[..., None]:
-        def record(_module: nn.Module, args: tuple[Tensor, ...], out: Tensor) -> None:
+        def record(_module: nn.Module, args: tuple[Tensor, ...], out: Tensor) -> Tensor:
             if index in records:
                 raise RuntimeError(f"{type(_module).__name__} ran twice in one forward pass")
             records[index] = (args[0], out)
+            # the model continues on a copy: an in-place edit of the output (OLMo's q/k/v clipping, `clamp_`) would
+            # otherwise change the recorded tensor, and its gradient would skip the clipping
+            return out.clone()
 
         return record
 

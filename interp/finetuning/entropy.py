@@ -29,7 +29,7 @@ def last_layer_weights(nt: NativeTransformer, process: bool = True
     if not process:
         return w_out, w_u
     layernorm = nt.cfg.norm == "layernorm"
-    w_u = nt.ln_final.w.detach().float()[:, None] * w_u
+    w_u = nt.ln_final.scale().detach()[:, None] * w_u  # the effective weight (Gemma: 1 + w)
     if layernorm:
         w_u = w_u - w_u.mean(0, keepdim=True)
         w_out = w_out - w_out.mean(-1, keepdim=True)

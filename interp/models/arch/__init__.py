@@ -7,11 +7,12 @@ tests, docs, errors); a `model_type` without a spec opens on the hook backends o
 from __future__ import annotations
 
 import importlib
+import pkgutil
 
 from interp.models.arch.spec import ArchSpec, Layout, Matrix
 
-FAMILIES: tuple[str, ...] = ("gpt2", "gpt_neox", "llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3",
-                             "olmo", "olmo2", "phi3")
+# every module of this package but `spec` is a family: adding a family is adding its file
+FAMILIES: tuple[str, ...] = tuple(sorted(m.name for m in pkgutil.iter_modules(__path__) if m.name != "spec"))
 _SPECS: dict[str, ArchSpec] = {}
 
 

@@ -31,7 +31,9 @@ def weights(hf: PreTrainedModel, cfg: NativeConfig) -> Weights:
 SPEC = ArchSpec(
     family="gemma2", label="Gemma-2", model_types=("gemma2",), config=config, weights=weights, rotary=llama_rotary,
     sites=llama_sites("rms1p", post_norms=True), gradients=llama_gradients,
-    tiny=("Gemma2Config", dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=16, intermediate_size=128, max_position_embeddings=128, query_pre_attn_scalar=16, sliding_window=4, attn_logit_softcapping=5.0,
+    tiny=("Gemma2Config", dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                               head_dim=16, intermediate_size=128, max_position_embeddings=128,
+                               query_pre_attn_scalar=16, sliding_window=4, attn_logit_softcapping=5.0,
                                final_logit_softcapping=3.0)),
     norm_center=0.0, notes="four norms a block, attention + logit soft-capping, alternating sliding window",
 )

@@ -34,7 +34,9 @@ def weights(hf: PreTrainedModel, cfg: NativeConfig) -> Weights:
 SPEC = ArchSpec(
     family="gemma3", label="Gemma-3 (text)", model_types=("gemma3_text",), config=config, weights=weights,
     rotary=llama_rotary, sites=llama_sites("rms1p", post_norms=True), gradients=llama_gradients,
-    tiny=("Gemma3TextConfig", dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=16, intermediate_size=128, max_position_embeddings=128, query_pre_attn_scalar=16, sliding_window=4,
+    tiny=("Gemma3TextConfig", dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                   head_dim=16, intermediate_size=128, max_position_embeddings=128,
+                                   query_pre_attn_scalar=16, sliding_window=4,
                                    layer_types=["sliding_attention", "full_attention"])),
     norm_center=0.0, notes="QK-norm, local/global layers with their own rotary bases",
 )

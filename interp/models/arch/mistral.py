@@ -24,6 +24,7 @@ def weights(hf: PreTrainedModel, cfg: NativeConfig) -> Weights:
 SPEC = ArchSpec(
     family="mistral", label="Mistral", model_types=("mistral",), config=config, weights=weights,
     rotary=llama_rotary, sites=llama_sites("rms"), gradients=llama_gradients,
-    tiny=("MistralConfig", dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=16, intermediate_size=128, max_position_embeddings=128, sliding_window=4)),
+    tiny=("MistralConfig", dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                head_dim=16, intermediate_size=128, max_position_embeddings=128, sliding_window=4)),
     notes="sliding-window attention",
 )

@@ -22,8 +22,10 @@ def weights(hf: PreTrainedModel, cfg: NativeConfig) -> Weights:
 
 SPEC = ArchSpec(
     family="olmo", label="OLMo", model_types=("olmo",), config=config, weights=weights, rotary=llama_rotary,
-    sites=llama_sites("layernorm"), gradients=llama_gradients,
+    sites=llama_sites("weightless"), gradients=llama_gradients,
     tiny=("OlmoConfig", dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
                              intermediate_size=128, max_position_embeddings=128, clip_qkv=0.5)),
     notes="non-parametric LayerNorm, q/k/v clipping",
+    # TransformerLens 4.3's NormalizationBridge applies a weight these norms do not have: an edit raises AttributeError
+    bridge_missing=("ln1.hook_normalized", "ln2.hook_normalized", "ln_final.hook_normalized"),
 )

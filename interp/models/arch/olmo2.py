@@ -1,5 +1,5 @@
-"""OLMo-2 and OLMo-3: norms after attention and MLP only (no pre-norms), QK-norm over all heads at once, weights
-multiplied in float32; OLMo-3 adds sliding-window layers with their own rotary tables."""
+"""OLMo-2: norms after attention and MLP only (no pre-norms), QK-norm over all heads at once, weights multiplied in
+float32. `config` also serves OLMo-3 (`interp/models/arch/olmo3.py`), which adds sliding-window layers."""
 
 from __future__ import annotations
 
@@ -27,10 +27,10 @@ def weights(hf: PreTrainedModel, cfg: NativeConfig) -> Weights:
 
 
 SPEC = ArchSpec(
-    family="olmo2", label="OLMo-2 / OLMo-3", model_types=("olmo2", "olmo3"), config=config, weights=weights,
+    family="olmo2", label="OLMo-2", model_types=("olmo2",), config=config, weights=weights,
     rotary=llama_rotary, sites=llama_sites("rmsf", post_norms=True, pre_norms=False),
     gradients=llama_gradients,
     tiny=("Olmo2Config", dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
                               intermediate_size=128, max_position_embeddings=128)),
-    notes="post-norms only, QK-norm over all heads; OLMo-3: sliding-window layers",
+    notes="post-norms only, QK-norm over all heads",
 )

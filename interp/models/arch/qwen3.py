@@ -23,6 +23,8 @@ def weights(hf: PreTrainedModel, cfg: NativeConfig) -> Weights:
 SPEC = ArchSpec(
     family="qwen3", label="Qwen3", model_types=("qwen3",), config=config, weights=weights, rotary=llama_rotary,
     sites=llama_sites("rms"), gradients=llama_gradients,
-    tiny=("Qwen3Config", dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=16, intermediate_size=128, max_position_embeddings=128, use_sliding_window=True, sliding_window=4, max_window_layers=1)),
+    tiny=("Qwen3Config", dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                              head_dim=16, intermediate_size=128, max_position_embeddings=128,
+                              use_sliding_window=True, sliding_window=4, max_window_layers=1)),
     notes="QK-norm per head",
 )

@@ -69,6 +69,9 @@ class ArchSpec:
     tiny: tuple[str, dict[str, Any]]  # transformers config class name and the tiny test model's settings
     norm_center: float = 1.0  # random norm weights in tests are drawn around this (0 where norms scale by 1 + w)
     notes: str = ""  # mechanisms, for the docs table
+    # hook names (block-relative like "ln1.hook_normalized", or global) the TransformerLens bridge cannot serve with
+    # the native model's meaning (read and edit): the transformer_lens backend leaves them out for this family
+    bridge_missing: tuple[str, ...] = ()
 
 
 def load_weights(model: NativeTransformer, tensors: Weights, source: str) -> NativeTransformer:
@@ -128,10 +131,9 @@ def rotary_config(c: PreTrainedConfig, dtype: torch.dtype, *, architecture: str,
         architecture=architecture, model_type=c.model_type, n_layers=n_layers, d_model=c.hidden_size,
         n_heads=c.num_attention_heads, n_kv_heads=getattr(c, "num_key_value_heads", None) or c.num_attention_heads,
         d_head=d_head, d_mlp=c.intermediate_size, d_vocab=c.vocab_size, n_ctx=c.max_position_embeddings,
-        norm="rmsnorm", norm_eps=getattr(c, "rms_norm_eps", 1e-6), act=getattr(c, "hidden_act", None) or c.hidden_activation,
-        gated_mlp=True,
-        parallel_attn_mlp=False, positional="rotary", rotary_dim=rotary_dim, embed_scale=1.0,
-        attn_scales=(scale,) * n_layers,
+        norm="rmsnorm", norm_eps=getattr(c, "rms_norm_eps", 1e-6),
+        act=getattr(c, "hidden_act", None) or c.hidden_activation, gated_mlp=True, parallel_attn_mlp=False,
+        positional="rotary", rotary_dim=rotary_dim, embed_scale=1.0, attn_scales=(scale,) * n_layers,
     )
     return NativeConfig(**{**defaults, **mechanisms})
 
@@ -204,49 +206,61 @@ def llama_rotary(hf: PreTrainedModel) -> nn.Module:
     return hf.model.rotary_emb
 
 
-NormKind = Literal["rms", "rms1p", "rmsf", "layernorm"]
+NormKind = Literal["rms", "rms1p", "rmsf", "weightless"]
+
+
+def norm_site(module: str, kind: NormKind) -> Site:
+    """Where a norm's `hook_normalized` lives: its input, normalised by the backend (and its output rebuilt from an
+    edit); a norm without weights (OLMo's LayerNorm) outputs the normalised input itself."""
+    return Site(module, "output") if kind == "weightless" else Site(module, "input", norm=kind)
 
 
 def llama_sites(norm_kind: NormKind, *, post_norms: bool = False, pre_norms: bool = True, fused: bool = False
                 ) -> Callable[[PreTrainedConfig], Table]:
     """The nnsight site table of a Llama-style decoder (`model.layers.{l}.self_attn` / `.mlp`) with the family's norms
     around attention and MLP (`post_norms`: Gemma-2/3 and OLMo-2) and `fused` for Phi-3's `qkv_proj` and
-    `gate_up_proj`. QK-norm has no hook point (q and k are hooked at the projections' outputs, as TransformerLens)."""
+    `gate_up_proj`. QK-norm has no hook point (q and k are hooked at the projections' outputs, as TransformerLens).
+
+    `hook_resid_mid` is the decoder layer's `hidden_states = residual + hidden_states` after attention, which nnsight's
+    `.source` numbers by the assignments to `hidden_states` before it: one per norm on the way (ln1, ln1_post)."""
+    mid = f"hidden_states_{int(pre_norms) + int(post_norms)}"
 
     def table(c: PreTrainedConfig) -> Table:
         layer, attn, mlp = "model.layers.{l}", "model.layers.{l}.self_attn", "model.layers.{l}.mlp"
         e, d_mlp = head_dim(c), c.intermediate_size
         h, kv = c.num_attention_heads, getattr(c, "num_key_value_heads", None) or c.num_attention_heads
+        clamped = getattr(c, "clip_qkv", None) is not None  # OLMo clamps q/k/v in place after the projections
         if fused:
             block = attention_rows(layer, attn, {"qkv": Site(f"{attn}.qkv_proj", "output")}, (h * e, kv * e, kv * e),
-                                   "o_proj")
+                                   "o_proj", clamped)
         else:
-            block = attention_rows(layer, attn, {x: Site(f"{attn}.{x}_proj", "output") for x in "qkv"}, "", "o_proj")
+            block = attention_rows(layer, attn, {x: Site(f"{attn}.{x}_proj", "output") for x in "qkv"}, "", "o_proj",
+                                   clamped)
         if pre_norms:
-            block.insert(1, ("ln1.hook_normalized", Site(f"{layer}.input_layernorm", "input", norm=norm_kind), WHOLE))
+            block.insert(1, ("ln1.hook_normalized", norm_site(f"{layer}.input_layernorm", norm_kind), WHOLE))
         if post_norms:  # what is added to the residual stream is the post-norm's output
             at = [row[0] for row in block].index("hook_attn_out")
             block[at:at + 1] = [
-                ("ln1_post.hook_normalized", Site(f"{layer}.post_attention_layernorm", "input", norm=norm_kind), WHOLE),
+                ("ln1_post.hook_normalized", norm_site(f"{layer}.post_attention_layernorm", norm_kind), WHOLE),
                 ("hook_attn_out", Site(f"{layer}.post_attention_layernorm", "output"), WHOLE)]
         ln2 = "pre_feedforward_layernorm" if post_norms else "post_attention_layernorm"
         gate_up = (Site(f"{mlp}.gate_up_proj", "output"), View(sizes=(d_mlp, d_mlp), part=0),
                    View(sizes=(d_mlp, d_mlp), part=1)) if fused else None
         block += [
-            ("hook_resid_mid", Site(layer, "output", ("hidden_states_1",)), WHOLE),
-            *([("ln2.hook_normalized", Site(f"{layer}.{ln2}", "input", norm=norm_kind), WHOLE)] if pre_norms else []),
+            ("hook_resid_mid", Site(layer, "output", (mid,)), WHOLE),
+            *([("ln2.hook_normalized", norm_site(f"{layer}.{ln2}", norm_kind), WHOLE)] if pre_norms else []),
             ("mlp.hook_pre", *(gate_up[:2] if gate_up else (Site(f"{mlp}.gate_proj", "output"), WHOLE))),
             ("mlp.hook_pre_linear", *((gate_up[0], gate_up[2]) if gate_up else (Site(f"{mlp}.up_proj", "output"),
                                                                                  WHOLE))),
             ("mlp.hook_post", Site(f"{mlp}.down_proj", "input"), WHOLE),
-            *([("ln2_post.hook_normalized", Site(f"{layer}.post_feedforward_layernorm", "input", norm=norm_kind),
-                WHOLE)] if post_norms else []),
+            *([("ln2_post.hook_normalized", norm_site(f"{layer}.post_feedforward_layernorm", norm_kind), WHOLE)]
+              if post_norms else []),
             ("hook_mlp_out", Site(f"{layer}.post_feedforward_layernorm", "output") if post_norms else
              Site(mlp, "output"), WHOLE),
             ("hook_resid_post", Site(layer, "output"), WHOLE),
         ]
         return ([("hook_embed", Site("model.embed_tokens", "output"), WHOLE)], block,
-                [("ln_final.hook_normalized", Site("model.norm", "input", norm=norm_kind), WHOLE)])
+                [("ln_final.hook_normalized", norm_site("model.norm", norm_kind), WHOLE)])
 
     return table
 

@@ -44,3 +44,7 @@ class NativeModel(HookedModel):
     def hooks(self, fwd_hooks: Sequence[tuple[str, HookFn]]) -> Iterator[None]:
         with self.native().hooks(fwd_hooks):
             yield
+
+    def list_hooks(self) -> dict[str, int]:
+        """Hook names with functions attached now, and how many each (what an intervention is changing)."""
+        return self.native().list_hooks()
