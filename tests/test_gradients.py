@@ -19,6 +19,7 @@ from interp.dynamics.gradient_stats import (
 from interp.dynamics.gradients import IGNORE, per_sample_gradients, response_loss
 from interp.errors import InterpError
 from interp.models.convert import load_hf_causal_lm
+from interp.testing import ARCHITECTURES
 
 PAIRS = [("the cat sees", "the ball ."), ("a dog likes the", "moon and the door ."), ("my friend", "calls")]
 
@@ -61,10 +62,17 @@ def _reference_gradients(model, sample: Encoded) -> tuple[float, dict[tuple[int,
                       (l, "down"): layer.mlp.dense_4h_to_h.weight.grad}
     else:
         for l, layer in enumerate(model.model.layers):
-            for name in "qkvo":
-                grads[(l, name)] = getattr(layer.self_attn, f"{name}_proj").weight.grad
-            for name in ("gate", "up", "down"):
-                grads[(l, name)] = getattr(layer.mlp, f"{name}_proj").weight.grad
+            attn, mlp = layer.self_attn, layer.mlp
+            if hasattr(attn, "qkv_proj"):  # Phi-3: rows [q | k | v] and [gate | up]
+                qkv, q_rows = attn.qkv_proj.weight.grad, model.config.num_attention_heads * attn.head_dim
+                kv_rows = (qkv.shape[0] - q_rows) // 2
+                gate_up, d_mlp = mlp.gate_up_proj.weight.grad, model.config.intermediate_size
+                grads |= {(l, "q"): qkv[:q_rows], (l, "k"): qkv[q_rows: q_rows + kv_rows],
+                          (l, "v"): qkv[q_rows + kv_rows:], (l, "gate"): gate_up[:d_mlp], (l, "up"): gate_up[d_mlp:]}
+            else:
+                grads |= {(l, name): getattr(attn, f"{name}_proj").weight.grad for name in "qkv"}
+                grads |= {(l, name): getattr(mlp, f"{name}_proj").weight.grad for name in ("gate", "up")}
+            grads |= {(l, "o"): attn.o_proj.weight.grad, (l, "down"): mlp.down_proj.weight.grad}
     return loss.item(), {key: g.clone() for key, g in grads.items()}
 
 
@@ -132,7 +140,7 @@ def test_loss_counts_response_tokens_only(tiny_dir) -> None:
 # ---- per-sample gradients ---------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("arch", ["gpt2", "gpt_neox", "llama", "qwen2", "gemma"])
+@pytest.mark.parametrize("arch", ARCHITECTURES)
 def test_batched_per_sample_gradients_equal_one_at_a_time(tiny_dir, arch: str) -> None:
     """Right-padded batch, input x output-gradient einsum == one backward per unpadded sample (fused QKV split)."""
     path = tiny_dir(arch)
@@ -144,7 +152,7 @@ def test_batched_per_sample_gradients_equal_one_at_a_time(tiny_dir, arch: str) -
     ids, labels = gradient_run._pad(samples, torch.device("cpu"))
     losses, stream = per_sample_gradients(model, ids, labels, include_mlp=True)
     batched = {(layer, name): grad for layer, name, grad in stream}
-    expected_names = {"q", "k", "v", "o", "up", "down"} | ({"gate"} if arch in ("llama", "qwen2", "gemma") else set())
+    expected_names = {"q", "k", "v", "o", "up", "down"} | (set() if arch in ("gpt2", "gpt_neox") else {"gate"})
     assert {name for _, name in batched} == expected_names
     for row, sample in enumerate(samples):
         loss, reference = _reference_gradients(model, sample)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import Callable
@@ -13,12 +14,15 @@ import einops
 import pytest
 import torch
 from torch import Tensor
-from transformers import AutoModelForCausalLM, PreTrainedModel
+from transformers import AutoModelForCausalLM, GPTJConfig, PreTrainedModel
 
 import interp
 from interp.errors import InterpError
+from interp.loading import resolve_backend
+from interp.models.arch import specs
+from interp.models.hf import block_relative
 from interp.models.hooked import HookedModel
-from interp.testing import ARCHITECTURES
+from interp.testing import ARCHITECTURES, train_tiny_tokenizer
 
 BACKENDS = ("transformer_lens", "nnsight", "native")
 OURS = ("transformer_lens", "nnsight")
@@ -27,7 +31,8 @@ TOKENS = torch.tensor([[5, 17, 100, 3, 250, 7, 41], [9, 9, 30, 9, 200, 9, 12]])
 ATOL = 1e-4
 # Independent of the backends: each family's attention output projection in the Hugging Face module tree.
 O_PROJ = {"gpt2": "transformer.h.{l}.attn.c_proj", "gpt_neox": "gpt_neox.layers.{l}.attention.dense"}
-LLAMA_O_PROJ = "model.layers.{l}.self_attn.o_proj"  # every other family
+LLAMA_LAYER = "model.layers.{l}"  # every other family's decoder layer
+LLAMA_O_PROJ = LLAMA_LAYER + ".self_attn.o_proj"
 
 
 @pytest.fixture(scope="module")
@@ -84,21 +89,91 @@ def test_logits_equal_hugging_face(arch: str, backend: str, model, hf) -> None:
 @pytest.mark.parametrize("backend", ("nnsight", "native"))
 @pytest.mark.parametrize("arch", ARCHITECTURES)
 def test_every_hook_matches_transformer_lens(arch: str, backend: str, model) -> None:
-    """Every hook name gives the same tensor as TransformerLens's bridge (which names them for us)."""
+    """Every hook name gives the same tensor as TransformerLens's bridge (which names them for us); nnsight has the
+    native model's names, the bridge all but those its family's spec says it cannot serve (`bridge_missing`)."""
     reference, other = model(arch, "transformer_lens"), model(arch, backend)
-    assert other.hook_names() == reference.hook_names()
+    missing = specs()[arch].bridge_missing
+    assert other.hook_names() == model(arch, "native").hook_names()
+    assert [name for name in other.hook_names() if block_relative(name) not in missing] == reference.hook_names()
     _, expected = reference.run_with_cache(TOKENS)
-    _, got = other.run_with_cache(TOKENS)
+    _, got = other.run_with_cache(TOKENS, names=reference.hook_names())
     assert sorted(got) == sorted(expected) == sorted(reference.hook_names())
     mismatched = [name for name in expected if not _same_activation(name, got[name], expected[name])]
     assert not mismatched, {name: (tuple(got[name].shape), tuple(expected[name].shape)) for name in mismatched}
 
 
+def _edit(act: Tensor, name: str) -> Tensor:
+    """Scale, and shift along the last axis, so that no norm downstream undoes the edit; scores and patterns
+    `[b, head, q, k]` are scaled per head (masked entries stay masked)."""
+    if name.endswith(("hook_attn_scores", "hook_pattern")):
+        return act * torch.linspace(1.5, 2.5, act.shape[1], dtype=act.dtype)[:, None, None]
+    return act * 1.5 + 0.01 * torch.arange(act.shape[-1], dtype=act.dtype)
+
+
+@pytest.mark.filterwarnings("ignore:A forward hook edited hook_scale/hook_normalized")  # the bridge's, expected
+@pytest.mark.parametrize("backend", OURS)
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_every_hook_edit_matches_native(arch: str, backend: str, model) -> None:
+    """Editing any hook changes the logits exactly as the same edit on the native model, the reference for what
+    each name means (TransformerLens 3: attn_out/mlp_out are what is added to the residual stream, after the
+    post-norms; q/k/v the projections' outputs, before OLMo's clipping, QK-norm and rotary; ...)."""
+    native, other = model(arch, "native"), model(arch, backend)
+    with torch.no_grad():
+        clean = native(TOKENS)
+    wrong, inert = {}, []
+    for name in other.hook_names():
+        with torch.no_grad(), native.hooks([(name, _edit)]):
+            expected = native(TOKENS)
+        with torch.no_grad(), other.hooks([(name, _edit)]):
+            got = other(TOKENS)
+        if not _close(got, expected):
+            wrong[name] = float((got - expected).abs().max())
+        if (expected - clean).abs().max() < 1e-3:
+            inert.append(name)
+    assert not wrong, wrong
+    assert not inert, inert  # every edit matters
+
+
+@pytest.mark.parametrize("arch", [a for a in ARCHITECTURES if specs()[a].bridge_missing])
+def test_names_the_bridge_cannot_serve_are_refused_on_it(arch: str, model) -> None:
+    """A name the bridge would serve with another meaning (or fail on) is an unknown hook there, not a wrong tensor;
+    nnsight and native keep it."""
+    missing = specs()[arch].bridge_missing
+    names = [n for n in model(arch, "native").hook_names() if block_relative(n) in missing]
+    assert {block_relative(n) for n in names} == set(missing)  # the spec names hooks the family has
+    assert set(names) <= set(model(arch, "nnsight").hook_names())
+    with pytest.raises(InterpError, match=f"no hook named {re.escape(repr(names[0]))}"):
+        model(arch, "transformer_lens").run_with_cache(TOKENS, names=names[:1])
+
+
+def _attention_output(reference: PreTrainedModel, arch: str, layer: int, z: Tensor) -> Tensor:
+    """What HF's own modules add to the residual stream from z: the output projection, then (in blocks that
+    normalise before adding, Gemma-2/3 and OLMo-2, which have a `post_feedforward_layernorm`) the post-attention
+    norm."""
+    out = reference.get_submodule(O_PROJ.get(arch, LLAMA_O_PROJ).format(l=layer))(
+        einops.rearrange(z, "b p h d -> b p (h d)"))
+    block = reference.get_submodule(LLAMA_LAYER.format(l=layer)) if arch not in O_PROJ else None
+    return block.post_attention_layernorm(out) if hasattr(block, "post_feedforward_layernorm") else out
+
+
+def _queries(reference: PreTrainedModel, arch: str, layer: int, resid_pre: Tensor, d_head: int) -> Tensor | None:
+    """HF's query projection of a Llama-style block's (normalised) input, `[b, p, head, d_head]` (Phi-3's fused
+    projection: its first part); None for GPT-2 and GPT-NeoX."""
+    if arch in O_PROJ:
+        return None
+    block = reference.get_submodule(LLAMA_LAYER.format(l=layer))
+    x = block.input_layernorm(resid_pre) if hasattr(block, "input_layernorm") else resid_pre  # OLMo-2: no pre-norm
+    attn, width = block.self_attn, reference.config.num_attention_heads * d_head
+    q = attn.q_proj(x) if hasattr(attn, "q_proj") else attn.qkv_proj(x)[..., :width]
+    return einops.rearrange(q, "b p (h d) -> b p h d", d=d_head)
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("arch", ARCHITECTURES)
 def test_activations_agree_with_hugging_face_internals(arch: str, backend: str, model, hf) -> None:
-    """resid_pre and pattern against HF's hidden states and attentions; z through HF's output projection gives
-    attn_out; the residual stream adds up (resid_mid = pre + attn_out, resid_post = mid + mlp_out)."""
+    """resid_pre and pattern against HF's hidden states and attentions; q is HF's query projection of the block's
+    normalised input; z through HF's output projection (and post-attention norm) gives attn_out; the residual
+    stream adds up (resid_mid = pre + attn_out, resid_post = mid + mlp_out)."""
     reference, m = hf(arch), model(arch, backend)
     with torch.no_grad():
         out = reference(TOKENS, output_hidden_states=True, output_attentions=True)
@@ -110,9 +185,10 @@ def test_activations_agree_with_hugging_face_internals(arch: str, backend: str, 
         assert _close(act["attn.hook_pattern"], out.attentions[layer])
         assert act["attn.hook_q"].shape == (2, TOKENS.shape[1], s.n_heads, s.d_head)
         assert act["attn.hook_k"].shape == act["attn.hook_v"].shape == (2, TOKENS.shape[1], s.n_kv_heads, s.d_head)
-        o_proj = reference.get_submodule(O_PROJ.get(arch, LLAMA_O_PROJ).format(l=layer))
         with torch.no_grad():
-            assert _close(act["hook_attn_out"], o_proj(einops.rearrange(act["attn.hook_z"], "b p h d -> b p (h d)")))
+            assert _close(act["hook_attn_out"], _attention_output(reference, arch, layer, act["attn.hook_z"]))
+            q = _queries(reference, arch, layer, act["hook_resid_pre"], s.d_head)
+        assert q is None or _close(act["attn.hook_q"], q)
         mid = act["hook_resid_pre"] + act["hook_attn_out"]
         if "hook_resid_mid" in act:
             assert _close(act["hook_resid_mid"], mid)
@@ -168,26 +244,29 @@ def test_editing_resid_mid_reaches_resid_post(arch: str, backend: str, model) ->
     assert _close(seen["blocks.0.hook_resid_post"], edited + seen["blocks.0.hook_mlp_out"])
 
 
-@pytest.mark.parametrize("backend", OURS)
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_hook_functions_get_our_names_and_unknown_names_fail(backend: str, model) -> None:
     m, names = model("llama", backend), []
     with torch.no_grad(), m.hooks([("blocks.1.hook_resid_post", lambda act, name: names.append(name))]):
         m(TOKENS)
     assert names == ["blocks.1.hook_resid_post"]  # the bridge's own name would be blocks.1.hook_out
-    with pytest.raises(KeyError, match="blocks.7.hook_resid_pre"), m.hooks([("blocks.7.hook_resid_pre", print)]):
+    with pytest.raises(InterpError, match="no hook named 'blocks.7.hook_resid_pre'"), \
+            m.hooks([("blocks.7.hook_resid_pre", print)]):
         pass
-
-
-EXPECTED_HEADS = {"gpt2": (4, 16), "gpt_neox": (4, 16), "llama": (2, 16), "qwen2": (2, 16), "gemma": (1, 32)}
+    with pytest.raises(InterpError, match="did you mean 'blocks.0.hook_resid_pre'"), \
+            m.hooks([("blocks.0.hook_resid_prex", print)]):
+        pass
 
 
 @pytest.mark.parametrize("arch", ARCHITECTURES)
 def test_summary_from_config(arch: str, model, hf) -> None:
+    """Every backend's summary is what the tiny checkpoint was built with (2 layers, 4 heads of d_model 64; key/value
+    heads and head width as its spec's tiny config sets them, else 4 and 64 / 4)."""
     summaries = {backend: model(arch, backend).summary for backend in BACKENDS}
-    s = summaries["transformer_lens"]
+    s, tiny = summaries["transformer_lens"], specs()[arch].tiny[1]
     assert s.architecture == type(hf(arch)).__name__
     assert (s.n_layers, s.n_heads, s.d_model, s.d_vocab, s.n_ctx) == (2, 4, 64, 384, 128)
-    assert (s.n_kv_heads, s.d_head) == EXPECTED_HEADS[arch]
+    assert (s.n_kv_heads, s.d_head) == (tiny.get("num_key_value_heads", 4), tiny.get("head_dim", 16))
     assert s.n_params == sum(p.numel() for p in hf(arch).parameters())
     assert summaries["nnsight"] == s == summaries["native"]
 
@@ -210,8 +289,10 @@ def _truncate_weights(d: Path) -> Path:
 
 
 def _unknown_architecture(d: Path) -> Path:
+    """A model_type no transformers class is registered for: refused on every backend."""
     config = json.loads((d / "config.json").read_text())
-    (d / "config.json").write_text(json.dumps({**config, "model_type": "mamba", "architectures": ["MambaForCausalLM"]}))
+    (d / "config.json").write_text(json.dumps({**config, "model_type": "nonsense",
+                                               "architectures": ["NonsenseForCausalLM"]}))
     return d
 
 
@@ -235,7 +316,7 @@ def _as_run(d: Path) -> Path:
     (lambda d: d.parent / "nope", "does not exist"),
     (lambda d: (shutil.rmtree(d), d.mkdir(), d)[-1], "no config.json"),
     (_truncate_weights, "model.safetensors is damaged"),
-    (_unknown_architecture, "'mamba'"),
+    (_unknown_architecture, "model_type 'nonsense'.* is not a causal language model transformers can build"),
     (_remove("tokenizer.json", "tokenizer_config.json"), "no tokenizer"),
     (_remove("model.safetensors"), "no weights"),
     (_as_run, "training run holding 2 checkpoints"),
@@ -247,10 +328,36 @@ def test_bad_directories_raise_interp_error(damage, message: str, tmp_path: Path
     assert err.value.fix and str(path) in err.value.message
 
 
-def test_unknown_architecture_error_names_the_supported_ones(tmp_path: Path, tiny_dir) -> None:
-    with pytest.raises(InterpError) as err:
-        interp.load(_unknown_architecture(_copy(tiny_dir, tmp_path)))
-    assert all(family in err.value.fix for family in ARCHITECTURES)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_unknown_architecture_error_names_the_supported_ones(backend: str, tmp_path: Path, tiny_dir) -> None:
+    with pytest.raises(InterpError, match="'nonsense'") as err:
+        interp.load(_unknown_architecture(_copy(tiny_dir, tmp_path)), backend=backend)
+    assert all(f"({model_type})" in err.value.fix for spec in specs().values() for model_type in spec.model_types)
+    assert "hook backends" in err.value.fix
+
+
+@pytest.fixture(scope="module")
+def gptj(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random GPT-J checkpoint: a causal LM transformers builds and interp has no native spec for."""
+    out, tokenizer = tmp_path_factory.mktemp("gptj"), train_tiny_tokenizer()
+    config = GPTJConfig(n_embd=64, n_layer=2, n_head=4, rotary_dim=8, n_positions=128, vocab_size=len(tokenizer))
+    AutoModelForCausalLM.from_config(config, attn_implementation="eager").save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def test_family_without_native_spec_opens_on_the_hook_backends_only(gptj: Path) -> None:
+    """A model_type transformers knows but interp does not implement: native is refused naming the hook backends,
+    "auto" picks the bridge, and both hook backends give Hugging Face's logits."""
+    with pytest.raises(InterpError, match="model_type 'gptj' has no native implementation") as err:
+        interp.load(gptj, backend="native", device="cpu")
+    assert "backend='transformer_lens'" in err.value.fix and str(gptj) in err.value.message
+    assert resolve_backend(gptj, "auto") == "transformer_lens"
+    with torch.no_grad():
+        expected = AutoModelForCausalLM.from_pretrained(gptj, attn_implementation="eager").eval()(TOKENS).logits
+        for backend in OURS:
+            torch.testing.assert_close(interp.load(gptj, backend=backend, device="cpu")(TOKENS), expected,
+                                       atol=ATOL, rtol=0)
 
 
 def test_unknown_backend(tiny_dir) -> None:

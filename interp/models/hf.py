@@ -44,6 +44,11 @@ def learned_positions(cfg: PreTrainedConfig) -> bool:
     return cfg.model_type == "gpt2"
 
 
+def block_relative(name: str) -> str:
+    """A hook name without its `blocks.{l}.` prefix ("blocks.3.attn.hook_q" -> "attn.hook_q"); others unchanged."""
+    return name.split(".", 2)[2] if name.startswith("blocks.") else name
+
+
 class HFBackedModel(HookedModel):
     """A `HookedModel` wrapping a Hugging Face model; architecture facts come from its config, not the native model."""
 
@@ -64,10 +69,16 @@ class HFBackedModel(HookedModel):
         return cls(path, step, tokenizer or load_tokenizer(path), hf_model, torch.device(device), dtype)
 
     def hook_names(self) -> list[str]:
-        """The hooks of the family's nnsight site table (what the native model fires, checked by tests)."""
+        """The hooks of the family's nnsight site table (what the native model fires, checked by tests); on the
+        TransformerLens bridge without those it cannot serve with their native meaning (`ArchSpec.bridge_missing`)."""
+        from interp.models.arch import spec_for
         from interp.models.backends.nnsight_sites import site_table
 
-        return list(site_table(self.config, self.summary.n_layers))
+        names = list(site_table(self.config, self.summary.n_layers))
+        if self.backend != "transformer_lens":
+            return names
+        missing = set(spec_for(self.config.model_type).bridge_missing)
+        return [name for name in names if block_relative(name) not in missing]
 
     @property
     def parallel_attn_mlp(self) -> bool:

@@ -39,7 +39,6 @@ class NativeConfig:
     """The architecture facts the forward pass depends on (one per layer where layers differ)."""
 
     architecture: str  # Hugging Face class name
-    model_type: str
     n_layers: int
     d_model: int
     n_heads: int
@@ -67,6 +66,7 @@ class NativeConfig:
     windows: tuple[int | None, ...] = ()  # per layer: sliding-window length (a query sees keys q - w < k <= q)
     rope_types: tuple[str | None, ...] = ()  # per layer: the rotary table it uses (Gemma-3/OLMo-3 local vs global)
     clip_qkv: float | None = None  # OLMo: q, k, v clamped to [-clip, clip]
+    model_type: str = ""  # Hugging Face `model_type` (empty for hand-built models)
 
     def window(self, layer: int) -> int | None:
         return self.windows[layer] if self.windows else None
@@ -242,15 +242,18 @@ class Attention(nn.Module):
         return fused
 
     def qkv(self, x: Float[Tensor, "variant batch pos d_model"]) -> tuple[Tensor, Tensor, Tensor]:
-        """Queries, keys and values `[variant, batch, pos, head, d_head]` (before QK-norm and rotary)."""
+        """Queries, keys and values `[variant, batch, pos, head, d_head]`: the projections' outputs (before clipping,
+        QK-norm and rotary)."""
         W_Q, W_K, W_V, b_Q, b_K, b_V, _ = self.fused()
-        clip, out = self.cfg.clip_qkv, []
-        for name, W, b in (("q", W_Q, b_Q), ("k", W_K, b_K), ("v", W_V, b_V)):
-            t = x @ W + b
-            if clip is not None:
-                t = t.clamp(-clip, clip)
-            out.append(self.hooks.variant(f"{self.prefix}.hook_{name}", t.unflatten(-1, (-1, self.cfg.d_head))))
+        out = [self.hooks.variant(f"{self.prefix}.hook_{name}", (x @ W + b).unflatten(-1, (-1, self.cfg.d_head)))
+               for name, W, b in (("q", W_Q, b_Q), ("k", W_K, b_K), ("v", W_V, b_V))]
         return out[0], out[1], out[2]
+
+    def clip(self, q: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """OLMo's clamp of q, k and v to [-clip_qkv, clip_qkv], after their hooks (Hugging Face and TransformerLens
+        clamp the projections' outputs, so an edited q is clamped too); the identity for other families."""
+        c = self.cfg.clip_qkv
+        return (q, k, v) if c is None else (q.clamp(-c, c), k.clamp(-c, c), v.clamp(-c, c))
 
     def position(self, q: Tensor, k: Tensor, rope: Rope | None) -> tuple[Tensor, Tensor]:
         """QK-norm (where the family has it), then rotary embedding with this layer's table."""
@@ -380,7 +383,7 @@ class Block(nn.Module):
         self.attn, self.mlp = Attention(cfg, layer, hooks), MLP(cfg, layer, hooks)
 
     def qkv(self, resid: Float[Tensor, "variant batch pos d_model"]) -> tuple[Tensor, Tensor, Tensor]:
-        """The queries, keys and values this block computes from a residual stream (before QK-norm and rotary)."""
+        """The queries, keys and values this block computes from a residual stream (the projections' outputs)."""
         return self.attn.qkv(self._norm("ln1", resid))
 
     def _norm(self, name: str, x: Tensor) -> Tensor:
@@ -415,6 +418,7 @@ class Block(nn.Module):
                     q, k, v = self.qkv(resid)
                 else:
                     q, k, v = (x if entry == n else base(f"attn.hook_{n}") for n in "qkv")
+                q, k, v = attn.clip(q, k, v)
                 q, k = attn.position(q, k, step.rope)
                 z, kv = attn.attend(q, k, v, step)
             elif entry == "pattern":
@@ -482,13 +486,13 @@ class NativeTransformer(nn.Module):
         """Every hook name this model fires, in forward order (recorded from a one-token forward, once)."""
         if self._hook_names is None:
             registry = self.hook_registry
-            registry.fired = []
+            attached, registry.fns, registry.fired = registry.fns, {}, []  # attached hooks do not see this forward
             try:
                 with torch.no_grad():
                     self(torch.zeros(1, 1, dtype=torch.long, device=self.W_E.device))
                 self._hook_names = list(dict.fromkeys(registry.fired))
             finally:
-                registry.fired = None
+                registry.fns, registry.fired = attached, None
         return list(self._hook_names)
 
     def check_hook_names(self, names: Sequence[str]) -> None:

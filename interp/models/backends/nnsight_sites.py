@@ -4,9 +4,10 @@ A `Site` is a module's input or output (optionally one operation inside its `for
 `.source`, or one element of a tuple output); a `View` turns the site's tensor into the TransformerLens-shaped
 activation and back. Sites are listed per family in execution order, which nnsight requires inside a trace.
 
-Shapes follow TransformerLens: q/k/v are taken before rotary embeddings, k/v keep their `n_kv_heads` heads (no
-repetition for grouped-query attention), z is the input of the output projection, scores are scaled and masked
-(masked entries hold the dtype's minimum, as in Hugging Face's eager attention), pattern is the softmax.
+Shapes follow TransformerLens: q/k/v are the projections' outputs (before clipping, QK-norm and rotary), k/v keep
+their `n_kv_heads` heads (no repetition for grouped-query attention), z is the input of the output projection, scores
+are scaled and masked (masked entries hold the dtype's minimum, as in Hugging Face's eager attention), pattern is the
+softmax.
 """
 
 from __future__ import annotations
@@ -43,8 +44,14 @@ class View:
     # "transpose" = a [batch, head, pos, d] tensor (Gemma-3's QK-norm input)
     part: int = 0  # which of q/k/v for fused layouts, which of `sizes` otherwise
     sizes: tuple[int, ...] = ()  # widths of the fused parts along the last axis; the hook reads part `part`
+    copy: bool = False  # read a copy: Hugging Face changes this tensor in place later (OLMo's q/k/v clamp_)
 
     def get(self, value: Tensor, d_head: int, batch: int) -> Tensor:
+        """The hook's activation in TransformerLens's shape."""
+        out = self._get(value, d_head, batch)
+        return out.clone() if self.copy else out
+
+    def _get(self, value: Tensor, d_head: int, batch: int) -> Tensor:
         if self.sizes:
             value = value.split(list(self.sizes), dim=-1)[self.part]
         if self.layout == "batch":
@@ -97,16 +104,17 @@ WHOLE, HEADS = View(), View("(h d)")
 _SOFTMAX = ("attention_interface_1", "nn_functional_softmax_0")
 
 
-def attention_rows(layer: str, attn: str, qkv: dict[str, Site], fused: str | tuple[int, int, int], o_proj: str
-                   ) -> list[Row]:
+def attention_rows(layer: str, attn: str, qkv: dict[str, Site], fused: str | tuple[int, int, int], o_proj: str,
+                   copy: bool = False) -> list[Row]:
     """q/k/v, scores, pattern, z and attention output of one block; `fused` is the q/k/v layout of a fused
-    projection (an einops layout, or the widths of its q, k and v parts)."""
+    projection (an einops layout, or the widths of its q, k and v parts); `copy`: q/k/v are read as copies (the
+    model clamps them in place after the hook point)."""
     if isinstance(fused, tuple):
-        qkv_views = [(f"attn.hook_{x}", qkv["qkv"], View("(h d)", i, fused)) for i, x in enumerate("qkv")]
+        qkv_views = [(f"attn.hook_{x}", qkv["qkv"], View("(h d)", i, fused, copy)) for i, x in enumerate("qkv")]
     elif fused:
-        qkv_views = [(f"attn.hook_{x}", qkv["qkv"], View(fused, i)) for i, x in enumerate("qkv")]
+        qkv_views = [(f"attn.hook_{x}", qkv["qkv"], View(fused, i, copy=copy)) for i, x in enumerate("qkv")]
     else:
-        qkv_views = [(f"attn.hook_{x}", qkv[x], HEADS) for x in "qkv"]
+        qkv_views = [(f"attn.hook_{x}", qkv[x], View("(h d)", copy=copy)) for x in "qkv"]
     return [
         ("hook_resid_pre", Site(layer, "input"), WHOLE),
         *qkv_views,
