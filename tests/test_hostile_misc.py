@@ -25,7 +25,8 @@ BROKEN: dict[str, tuple[Callable[[Path], None], str]] = {
     "missing tokenizer": (lambda c: [p.unlink() for p in c.glob("*token*")], "no tokenizer"),
     "config says 3 layers": (lambda c: edit_config(c, num_hidden_layers=3), "do not match config.json"),
     "a tensor missing": (lambda c: edit_weights(c, lambda w: w.pop("model.layers.1.mlp.down_proj.weight")), "do not match config.json"),
-    "unknown architecture": (lambda c: edit_config(c, model_type="mamba"), "'mamba'"),
+    "unknown architecture": (lambda c: edit_config(c, model_type="nonsense"), "'nonsense'"),
+    "config of another family": (lambda c: edit_config(c, model_type="mamba"), "do not match config.json"),
 }
 
 
