@@ -218,8 +218,8 @@ def check_request(prompts: list[str], hooks: list[str], batch_size: int, shard_b
         raise InterpError(f"batch size must be at least 1, not {batch_size}", fix="e.g. --batch-size 8")
     if shard_bytes < 1:
         raise InterpError(f"the shard size must be at least 1 byte, not {shard_bytes}", fix="e.g. --shard-mb 256")
-    if backend not in loading.BACKENDS:
-        raise InterpError(f"unknown backend {backend!r}", fix=f"use one of {', '.join(loading.BACKENDS)}")
+    if backend not in (*loading.BACKENDS, "auto"):
+        raise InterpError(f"unknown backend {backend!r}", fix=f"use one of auto, {', '.join(loading.BACKENDS)}")
     if str(dtype).removeprefix("torch.") not in _SAFETENSORS_DTYPES:
         raise InterpError(f"activations cannot be stored as {dtype}",
                           fix=f"use one of {', '.join(_SAFETENSORS_DTYPES)}")

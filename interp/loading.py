@@ -190,7 +190,11 @@ def check_architecture(root: Path, config: dict[str, Any]) -> None:
         native = ", ".join(f"{family} ({key})" for key, family in native_model_types().items())
         raise InterpError(f"{root / CONFIG}: model_type {model_type!r} {config.get('architectures') or ''} is not a "
                           "causal language model transformers can build", fix=f"use a causal LM checkpoint; interp "
-                          f"runs these natively: {native}, and any other transformers causal LM on the hook backends")
+                          f"runs these natively: {native}, and any other causal LM the TransformerLens bridge has an "
+                          "adapter for on the hook backends")
+    from interp.models.backends.generic_sites import check_opens
+
+    check_opens(root, config)
 
 
 def weight_files(path: str | Path) -> list[Path]:

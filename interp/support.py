@@ -25,23 +25,18 @@ class Cell:
     how: str
 
 
-def _bridge_opens(config: dict[str, Any]) -> bool:
-    from transformer_lens.factories.architecture_adapter_factory import SUPPORTED_ARCHITECTURES
-
-    return any(a in SUPPORTED_ARCHITECTURES for a in config.get("architectures") or ())
-
-
 def backends(config: dict[str, Any]) -> list[Cell]:
     """native, transformer_lens and nnsight for a checkpoint's config.json."""
+    from interp.models.backends.generic_sites import unopenable
+
     spec = spec_for(config.get("model_type"))
-    native = Cell("native", spec is not None, f"{spec.label} spec" if spec else "no native spec for this model_type")
-    bridge = _bridge_opens(config)
-    tl = Cell("transformer_lens", bridge, "TransformerBridge adapter" if bridge else
-              f"TransformerLens 4.3 has no adapter for {(config.get('architectures') or ['?'])[0]}")
-    nnsight = Cell("nnsight", spec is not None or bridge,
-                   "site table from the spec" if spec else "site table from the bridge adapter" if bridge else
-                   "no hook map: neither a native spec nor a TransformerLens adapter")
-    return [native, tl, nnsight]
+    if spec is not None:
+        return [Cell("native", True, f"{spec.label} spec"), Cell("transformer_lens", True, "TransformerBridge adapter"),
+                Cell("nnsight", True, "site table from the spec")]
+    why = unopenable(config)
+    return [Cell("native", False, "no native spec for this model_type"),
+            Cell("transformer_lens", why is None, "TransformerBridge adapter" if why is None else why),
+            Cell("nnsight", why is None, "site table from the bridge adapter" if why is None else why)]
 
 
 def native_config(config: dict[str, Any]) -> NativeConfig | None:
@@ -68,12 +63,14 @@ def analyses(config: dict[str, Any]) -> list[Cell]:
     hooks = any(cell.ok for cell in backends(config)[1:])
     none = "no backend opens this model"
     cells = [Cell("patch", hooks, "exact hooked path (one forward per batch of variants)" if hooks else none)]
-    cells += [Cell(name, hooks, "hook backend" if hooks else none) for name in HOOK_ANALYSES]
+    cells += [Cell(name, hooks, NOTES.get(name, "hook backend") if hooks else none) for name in HOOK_ANALYSES]
     cells += [Cell(name, False, f"needs a native family ({why})") for name, why in NATIVE_ONLY.items()]
     return cells
 
 
 HOOK_ANALYSES = ("cache", "directions", "knowledge", "gradients")
+NOTES = {"knowledge": "hook backend, exact hooked patching; maps only (entropy neurons need the native weights)",
+         "directions": "hook backend (refusal: equal-length batches, generation one full forward per token)"}
 NATIVE_ONLY = {"tuco": "one model's blocks run on the other's residual stream",
                "induction": "patterns clamped inside the model's own attention",
                "path patching": "a sender head's write added inside the engine"}

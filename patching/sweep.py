@@ -34,6 +34,7 @@ from interp.progress import progress
 from interp.results import atomic_save_tensors, write_results
 from patching.attribution import attribution_patch, compare
 from patching.engine import Patcher
+from patching.hooked import NOTICE, HookedPatcher
 from patching.metrics import AnswerProb, Custom, KLDivergence, LogitDiff, Metric
 from patching.report import site_heatmap, top_components
 from patching.sites import get_site
@@ -158,9 +159,30 @@ def content(path: Path) -> dict[str, str]:
             "config_sha256": hashlib.sha256((Path(path) / "config.json").read_bytes()).hexdigest()}
 
 
+def is_native(path: Path) -> bool:
+    """Whether the fast engine can run this checkpoint (interp implements its family natively)."""
+    from interp.models.arch import spec_for
+
+    return spec_for(read_config(path).get("model_type")) is not None
+
+
+def check_hooked(first: Path, settings: Settings) -> None:
+    """On a family without a native spec: the one-line notice, and refuse what only the fast engine offers."""
+    if is_native(first):
+        return
+    if settings.attribution:
+        raise InterpError(f"{first}: attribution patching needs a native family (it reads gradients at the engine's "
+                          f"entry points)", fix="drop --attribution for this model")
+    print(f"note: {NOTICE}", file=sys.stderr)
+
+
 def _load(ckpt: Checkpoint, device: str) -> Any:
+    """The native model for a native family; the TransformerLens bridge otherwise (the hooked path)."""
+    from interp.loading import load
     from interp.models.backends.native import NativeModel
 
+    if not is_native(ckpt.path):
+        return load(ckpt.path, backend="transformer_lens", device=device, step=ckpt.step)
     return NativeModel.from_dir(ckpt.path, torch.device(device), torch.float32, ckpt.step)
 
 
@@ -169,18 +191,27 @@ def _describe(model: Any, source: Any) -> str:
     return f"{model.path}" + (f" (source {source.path})" if source is not None else "")
 
 
-def _first_bad_line(patcher: Patcher, rows: slice) -> str:
+def _first_bad_line(patcher: Patcher | HookedPatcher, rows: slice) -> str:
     """' (task line N)' for the first prompt whose clean or corrupted final logits are not finite, else ''."""
-    finite = torch.isfinite(patcher.base.final_logits).all(-1) & torch.isfinite(patcher.donor.final_logits).all(-1)
+    if isinstance(patcher, HookedPatcher):
+        base, donor = patcher.base_final, patcher.donor_final
+    else:
+        base, donor = patcher.base.final_logits, patcher.donor.final_logits
+    finite = torch.isfinite(base).all(-1) & torch.isfinite(donor).all(-1)
     bad = (~finite).nonzero().flatten().tolist()
     return f" (task line {rows.start + bad[0] + 1}: NaN or infinite logits)" if bad else ""
 
 
-def _patcher(model: Any, source: Any, task: Task, settings: Settings, rows: slice) -> Patcher:
-    """The engine for one batch of prompts; a non-finite clean or corrupted metric is refused, naming the prompt."""
+def _patcher(model: Any, source: Any, task: Task, settings: Settings, rows: slice) -> Patcher | HookedPatcher:
+    """The engine for one batch of prompts (the hooked path off the native backend); a non-finite clean or
+    corrupted metric is refused, naming the prompt."""
     metric = make_metric(settings.metric, task.answer_ids[rows], task.wrong_ids[rows])
-    patcher = Patcher(model, task.clean[rows], task.corrupted[rows], metric, settings.sites, source, settings.noising,
-                      settings.max_memory, settings.backend)
+    if model.backend != "native":
+        patcher: Patcher | HookedPatcher = HookedPatcher(model, task.clean[rows], task.corrupted[rows], metric,
+                                                         settings.sites, source, settings.noising, settings.max_memory)
+    else:
+        patcher = Patcher(model, task.clean[rows], task.corrupted[rows], metric, settings.sites, source,
+                          settings.noising, settings.max_memory, settings.backend)
     if not (math.isfinite(patcher.clean_metric) and math.isfinite(patcher.corrupted_metric)):
         raise InterpError(f"{_describe(model, source)}: the {settings.metric} metric of the clean or corrupted run is "
                           f"{patcher.clean_metric} / {patcher.corrupted_metric}, not finite"
@@ -254,6 +285,7 @@ def run_sweep(target: Path, task_path: Path, out_dir: Path, settings: Settings, 
     pairs = pair_checkpoints(target, source)
     check_checkpoints(pairs, settings.sites)
     first = pairs[0][0].path
+    check_hooked(first, settings)
     tokenizer, model = load_tokenizer(first), read_summary(first)
     task = load_task(task_path, tokenizer, settings.prepend_bos, n_ctx=model.n_ctx, d_vocab=model.d_vocab,
                      same_prompts=source is not None)

@@ -131,7 +131,10 @@ def test_info_reports_sizes_and_steps(tiny_dir: Callable[[str], Path], tmp_path:
     assert fields["heads"] == f"{cfg.num_attention_heads} ({cfg.num_key_value_heads} key/value heads)"
     assert fields["d_model"] == str(cfg.hidden_size) and fields["d_head"] == str(cfg.head_dim)
     assert fields["d_mlp"] == str(cfg.intermediate_size) and fields["vocab"] == str(cfg.vocab_size)
-    table = [line.split() for line in out.splitlines() if line.startswith("  ")]
+    lines = out.splitlines()
+    assert ["native", "yes", "Llama", "spec"] in [line.split() for line in lines]  # the support section
+    start = [line.split() for line in lines].index(["step", "directory"])
+    table = [line.split() for line in lines[start:] if line.startswith("  ")]
     assert table[0] == ["step", "directory"]
     assert table[1:] == [["40", "checkpoint-40"], ["300", "checkpoint-300"],
                          ["7000", "checkpoint-7000", "differs:", "d_mlp", "96"]]

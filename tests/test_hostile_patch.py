@@ -168,7 +168,8 @@ CASES: dict[str, Case] = {
     "config without weights": lambda e: (e.argv(remove(e.copy("gpt2", "c"), "model.safetensors"), e.task(TINY_LINES)),
                                          ("has config.json but no weights",)),
     "unsupported architecture": lambda e: (e.argv(edit_config(e.copy("gpt2", "c"), model_type="bert"),
-                                                  e.task(TINY_LINES)), ("architecture 'bert'", "is not supported")),
+                                                  e.task(TINY_LINES)),
+                                           ("model_type 'bert'", "bidirectional", "GPT-2 (gpt2)")),
     "broken second checkpoint of a run": lambda e: (e.argv(run_of(e, "llama", edit_weights(e.copy("llama", "c"),
         lambda w: w.pop("lm_head.weight"))), e.task(TINY_LINES)), ("step_000200", "missing", "lm_head.weight")),
     # --- mismatched checkpoints --------------------------------------------------------------------------------

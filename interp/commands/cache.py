@@ -25,13 +25,16 @@ def cache(
     dtype: str = typer.Option("float32", help="Stored dtype: float32, float16 or bfloat16."),
     prepend_bos: bool = typer.Option(False, help="Prepend the tokenizer's BOS token to every prompt."),
     shard_mb: int = typer.Option(256, help="Start a new shard file after about this many MiB per hook."),
-    backend: str = typer.Option("native", help="native, transformer_lens or nnsight (same activations)."),
+    backend: str = typer.Option("auto", help="auto (native when interp implements the family, else "
+                                             "transformer_lens), native, transformer_lens or nnsight (same "
+                                             "activations)."),
     device: str | None = typer.Option(None, help="torch device, e.g. cuda or cpu (default: the loader's choice)."),
     force: bool = typer.Option(False, "--force", help="Replace what --out holds (another cache, other files)."),
 ) -> None:
     """Cache activations; the same request again reuses the files after checking every shard against its recorded
     sha256, shapes and dtypes (a damaged cache is recomputed, with a note). A run's checkpoints must share shapes."""
     from interp.cache import cache_run, check_cache_out, check_request, claim_cache_out, open_run
+    from interp.commands.backend import auto_backend
     from interp.finetuning.prompts import read_prompts
     from interp.loading import resolve_device, resolve_dtype
 
@@ -43,6 +46,8 @@ def cache(
     texts = read_prompts(prompts)
     check_request(texts, hooks, batch_size, shard_mb * 2**20, backend, stored)
     run = open_run(path)
+    if backend == "auto":
+        backend = auto_backend(run.checkpoints[0].path)
     claim_cache_out(out, settings, force)
     handles = cache_run(run, texts, hooks, out, positions=parsed, batch_size=batch_size, dtype=stored,
                         prepend_bos=prepend_bos, shard_bytes=shard_mb * 2**20, backend=backend, device=device_)

@@ -34,11 +34,15 @@ def check_pair(base: Path, post: Path, device: str) -> Any:
     return read_summary(base)
 
 
-def load_pair(base: Path, post: Path, device: str) -> dict[str, Any]:
-    """Both checkpoints on the native backend (after `check_pair`)."""
+def load_pair(base: Path, post: Path, device: str, why: str = "; prompts are batched by length, not padded"
+              ) -> dict[str, Any]:
+    """Both checkpoints on the native backend, or on TransformerLens's when interp has no native implementation of
+    their family (after `check_pair`: one architecture, so one notice, ending with `why`)."""
+    from interp.commands.backend import auto_backend
     from interp.loading import load
 
-    return {"base": load(base, backend="native", device=device), "post": load(post, backend="native", device=device)}
+    backend = auto_backend(base, why)
+    return {"base": load(base, backend=backend, device=device), "post": load(post, backend=backend, device=device)}
 
 
 def parse_layers(option: str, text: str | None, n_layers: int) -> list[int] | None:

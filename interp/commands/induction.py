@@ -123,6 +123,7 @@ def run_induction(run: Path, out: Path, seq_len: int = 50, batch: int = 10, text
     from interp.dynamics.formation import detect_formation
     from interp.dynamics.induction import SCORE_NAMES, make_probe
     from interp.dynamics.induction_report import heatmaps, loss_curves, score_curves
+    from interp.commands.backend import require_native
     from interp.loading import load_tokenizer, resolve_device, verify_checkpoint
     from interp.options import check_range
     from interp.outdir import write_partial_settings
@@ -139,6 +140,8 @@ def run_induction(run: Path, out: Path, seq_len: int = 50, batch: int = 10, text
     for ckpt in ckpts:
         verify_checkpoint(ckpt.path)
     checkpoints.check_compatible()
+    require_native(ckpts[0].path, "interp induction", "its scores and clamps run on interp's own forward, which "
+                   "replaces attention patterns inside the computation")
     shape = read_summary(ckpts[0].path)
     tokenizer = load_tokenizer(ckpts[0].path)
     bos = tokenizer.bos_token_id

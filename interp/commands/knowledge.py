@@ -1,14 +1,19 @@
 """`interp knowledge BASE POST`: where knowledge is stored before and after post-training (patching maps within and
-across the two models, Du et al. 2025 section 1.1), plus the last layer's entropy-neuron overlap (section 1.4)."""
+across the two models, Du et al. 2025 section 1.1), plus the last layer's entropy-neuron overlap (section 1.4).
+A family interp has no native implementation of runs on the TransformerLens bridge: the maps by the exact hooked
+patcher, and no entropy neurons (they read a native model's unembedding and last MLP), each said in one line."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 
 from interp.cli import app
+
+if TYPE_CHECKING:
+    from interp.finetuning.entropy import EntropyResult
 
 
 def knowledge_data(data: Path | None, seed: int) -> tuple[list[Any], list[Any], str]:
@@ -23,13 +28,27 @@ def knowledge_data(data: Path | None, seed: int) -> tuple[list[Any], list[Any], 
     return statements, statements, f"{data.name}, paired by last word"
 
 
+NO_ENTROPY = ("entropy neurons are left out: they read the last MLP's output weights and the unembedding of a "
+              "natively implemented family")
+
+
+def entropy_part(models: dict[str, Any]) -> tuple[EntropyResult | None, dict[str, Any]]:
+    """(entropy-neuron result or None, its summary entries): None, with the reason, off the native backend."""
+    from interp.finetuning.entropy import entropy_neurons
+
+    if models["base"].backend != "native":
+        return None, {"entropy_neurons": None, "entropy_neurons_skipped": NO_ENTROPY}
+    ent = entropy_neurons({m: models[m].native() for m in models})
+    return ent, {"entropy_neurons": ent.summary()}
+
+
 def run_knowledge(base: Path, post: Path, out: Path, data: Path | None = None, n_pairs: int = 64, n_shots: int = 4,
                   seed: int = 0, backend: str = "torch", device: str = "cpu", bos: bool = True,
                   force: bool = False) -> Path:
     """Patching maps, their correlations and entropy neurons, written as a results directory; every input checked
     before the models are loaded (prompt lengths before any patching)."""
+    from interp.commands.backend import is_native
     from interp.commands.directions import check_pair, load_pair, path_setting
-    from interp.finetuning.entropy import entropy_neurons
     from interp.finetuning.figures import heatmaps, scatter_log
     from interp.finetuning.knowledge import knowledge_maps, knowledge_prompts, normalize, pair_statements
     from interp.finetuning.truth import few_shot_lines, label_ids
@@ -37,6 +56,7 @@ def run_knowledge(base: Path, post: Path, out: Path, data: Path | None = None, n
     from interp.options import check_range
     from interp.outdir import check_out
     from interp.results import write_results
+    from patching.hooked import NOTICE
     from patching.variants import get_backend
 
     settings = {"base": path_setting(base), "post": path_setting(post), "data": path_setting(data),
@@ -56,12 +76,14 @@ def run_knowledge(base: Path, post: Path, out: Path, data: Path | None = None, n
         in_shots = {line.split(" This statement is:")[0] for line in shots}
         pairs = pair_statements([s for s in items if s.text not in in_shots], tokenizer, None, seed, bos)
     knowledge_prompts(tokenizer, facts.n_ctx, pairs, shots, n_pairs, seed, bos)
-    models = load_pair(base, post, device)
+    if not is_native(base):
+        typer.echo(f"note: {NOTICE}; {NO_ENTROPY}", err=True)
+    models = load_pair(base, post, device, "")
     res = knowledge_maps(models, pairs, shots, n_pairs, seed=seed, backend=backend, bos=bos)
-    ent = entropy_neurons({m: models[m].native() for m in models})
+    ent, ent_summary = entropy_part(models)
     summary = {"method": "knowledge storage by activation patching and entropy neurons (Du et al. 2025, 1.1 and 1.4)",
                "base": str(base), "post": str(post), "data": described, **res.summary(), "bos": bos,
-               "bos_token": models["base"].tokenizer.bos_token if bos else None, "entropy_neurons": ent.summary()}
+               "bos_token": models["base"].tokenizer.bos_token if bos else None, **ent_summary}
     maps = res.maps
     figures = [heatmaps({"base": maps["base"], "post": maps["post"]}, res.tokens,
                         f"Logit difference TRUE-FALSE after patching the true run into the false run (r = "
@@ -69,11 +91,12 @@ def run_knowledge(base: Path, post: Path, out: Path, data: Path | None = None, n
                heatmaps({k: normalize(maps[k]) for k in ("base", "post")}, res.tokens,
                         f"Normalised as Du et al. (r = {res.correlations['pearson_base_post_normalized']:.3f})"),
                heatmaps({"base -> post": maps["base_to_post"], "post -> base": maps["post_to_base"]}, res.tokens,
-                        "Cross-model patching (source -> target)"),
-               scatter_log({m: (ent.norm[m], ent.logit_var[m]) for m in ent.norm},
-                           f"Last-layer neurons: LogitVar vs output norm (entropy-candidate IoU {ent.iou:.2f})",
-                           "|w_out|", "LogitVar")]
-    return write_results(out, res.tensors() | ent.tensors(), summary, figures,
+                        "Cross-model patching (source -> target)")]
+    if ent is not None:
+        figures.append(scatter_log({m: (ent.norm[m], ent.logit_var[m]) for m in ent.norm},
+                                   f"Last-layer neurons: LogitVar vs output norm (entropy-candidate IoU {ent.iou:.2f})",
+                                   "|w_out|", "LogitVar"))
+    return write_results(out, res.tensors() | (ent.tensors() if ent is not None else {}), summary, figures,
                          title=f"Knowledge storage: {post.name} vs {base.name}",
                          analysis="knowledge", settings=settings)
 
@@ -89,7 +112,8 @@ def knowledge(
     n_pairs: int = typer.Option(64, help="True/false pairs averaged over."),
     n_shots: int = typer.Option(4, help="Few-shot lines before each statement."),
     seed: int = typer.Option(0, help="Seed for pairing and few-shot order."),
-    backend: str = typer.Option("torch", help="Patching backend: torch, triton or auto."),
+    backend: str = typer.Option("torch", help="Patching backend: torch, triton or auto (a family "
+                                                  "without a native implementation: the exact hooked path)."),
     bos: bool = typer.Option(True, "--bos/--no-bos", help="Start every prompt with the tokenizer's BOS token (for a "
                                                           "chat tokenizer it can be a turn marker such as "
                                                           "<|im_start|>)."),

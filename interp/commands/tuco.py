@@ -69,6 +69,7 @@ def run_tuco(base: Path, ft: Path, prompts: Path, out: Path, prompts_b: Path | N
     from interp.finetuning.prompts import read_prompts
     from interp.finetuning.tuco import alpha_sweep, auc, check_pair, check_prompts, layer_alphas, tuco_texts
     from interp.finetuning.tuco_report import alpha_curves, histograms, layer_curves
+    from interp.commands.backend import require_native
     from interp.loading import load, load_tokenizer, resolve_device, verify_checkpoint
     from interp.outdir import check_out
     from interp.results import write_results
@@ -86,6 +87,8 @@ def run_tuco(base: Path, ft: Path, prompts: Path, out: Path, prompts_b: Path | N
     for path in (base, ft):
         verify_checkpoint(path)
     check_compatible(base, ft)
+    require_native(ft, "interp tuco", "its decomposition reruns single blocks of interp's own forward against cached "
+                   "keys and values")
     shape = read_summary(ft)
     for value in parsed:
         layer_alphas(value, shape.n_layers)

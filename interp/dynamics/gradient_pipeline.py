@@ -75,12 +75,23 @@ class Prepared:
     prepend_bos: bool
 
 
+def check_layout(root: Path, include_mlp: bool) -> None:
+    """A family without a native spec: its projections found generically (`gradient_generic`), before loading."""
+    from interp.dynamics.gradient_generic import check_generic
+    from interp.loading import read_config
+    from interp.models.arch import spec_for
+
+    if spec_for(read_config(root).get("model_type")) is None:
+        check_generic(root, include_mlp)
+
+
 def prepare(condition: Condition, options: Options) -> Prepared:
     """Every check of one condition that needs no weights: the checkpoint, its tokenizer, the data, the lengths."""
     from interp.checkpoints import read_summary
     from interp.loading import load_tokenizer, verify_checkpoint
 
     root = verify_checkpoint(condition.model)
+    check_layout(root, options.include_mlp)
     tokenizer = load_tokenizer(root)
     pairs = read_pairs(condition.data)[: options.limit]
     template = resolve_template(options.template, root, tokenizer)  # type: ignore[arg-type]

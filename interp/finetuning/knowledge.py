@@ -9,6 +9,9 @@ model and across models (source model's true-run activations patched into the ta
 correlations raw and after Du's `normalize` (20 equal bins over the value range; the lower 10 bins -> 0, the upper
 ones -> 0.1 ... 1.0). Deviation: pairs are kept when their statements have the most common token length (the
 reference filters by a fixed token template instead), which gives every map the same columns.
+
+On the native backend the maps come from the patching engine; on a hook backend (a family interp has no native
+implementation of) from the exact hooked patcher (`patching.hooked`), the same numbers in more forwards.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from __future__ import annotations
 import random
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import torch
 from jaxtyping import Float
@@ -28,6 +31,10 @@ from interp.finetuning.truth import SUFFIX, label_ids, truth_query
 from interp.models.hooked import HookedModel
 from probes.activations import encode
 from probes.datasets import Statement
+
+if TYPE_CHECKING:
+    from patching.engine import PatchResult
+    from patching.metrics import Metric
 
 ROLES = ("base", "post")
 MAPS = (("base", "base"), ("post", "post"), ("base", "post"), ("post", "base"))  # (source, target)
@@ -132,6 +139,19 @@ def knowledge_prompts(tokenizer: Any, n_ctx: int, pairs: Sequence[tuple[Statemen
     return true_ids, false_ids
 
 
+def patch_resid_post(target: HookedModel, source: HookedModel | None, true_ids: Tensor, false_ids: Tensor,
+                     metric: Metric, backend: str = "torch") -> PatchResult:
+    """resid_post patching of `source`'s (default: `target`'s) true runs into `target`'s false runs: the fast engine
+    (on `backend`: torch or triton) for a native model, the exact hooked patcher otherwise."""
+    from patching import activation_patch
+    from patching.hooked import hooked_activation_patch
+
+    if target.backend != "native":
+        return hooked_activation_patch(target, true_ids, false_ids, site="resid_post", metric=metric, source=source)
+    return activation_patch(target, true_ids, false_ids, site="resid_post", metric=metric, source=source,
+                            backend=backend)
+
+
 def knowledge_maps(
     models: Mapping[str, HookedModel],
     pairs: Sequence[tuple[Statement, Statement]],
@@ -148,7 +168,7 @@ def knowledge_maps(
     map's columns) defaults to the statement and the suffix; `bos` puts the tokenizer's BOS first in every prompt.
     The prompts are checked (`knowledge_prompts`) before any patching.
     """
-    from patching import activation_patch, metrics
+    from patching import metrics
 
     tok = models["base"].tokenizer
     true_ids, false_ids = knowledge_prompts(tok, models["base"].summary.n_ctx, pairs, shots, n_pairs, seed, bos)
@@ -158,8 +178,8 @@ def knowledge_maps(
     metric = metrics.LogitDiff(torch.full((len(true_ids),), t), torch.full((len(true_ids),), f))
     maps, clean, corrupted = {}, {}, {}
     for source, target in MAPS:
-        res = activation_patch(models[target], true_ids, false_ids, site="resid_post", metric=metric,
-                               source=None if source == target else models[source], backend=backend)
+        res = patch_resid_post(models[target], None if source == target else models[source], true_ids, false_ids,
+                               metric, backend)
         maps[map_name(source, target)] = res.raw[:, -n_tokens:].float().cpu()
         if source == target:
             clean[target], corrupted[target] = res.clean_metric, res.corrupted_metric

@@ -23,6 +23,11 @@ picks them by hand); the scores are computed on training requests (the paper use
 candidates are discarded; log-odds and KL are exact (the paper adds epsilons); a model whose refusal tokens never
 reach even odds keeps the candidates whose addition lifts the log-odds to the harmless baseline, flagged in the
 summary (the paper's code stops there).
+
+On a hook backend (a family interp has no native implementation of, or a native one loaded on TransformerLens or
+nnsight) the same numbers come from hooks only: prompts of equal length run together, unpadded, each differently
+hooked group of requests in forwards of its own, and generation is greedy by a full forward per new token (no key/value
+cache): exact, and slow on a large model.
 """
 
 from __future__ import annotations
@@ -37,7 +42,8 @@ from torch import Tensor
 from interp.errors import InterpError
 from interp.models.hooked import HookedModel
 from interp.progress import progress
-from probes.activations import batches, collect, encode, generate, left_pad, model_device, pad_id_of
+from probes.activations import (batches, collect, encode, generate, left_pad, model_device, pad_id_of,
+                                residual_layout, runner, tail_logits)
 from probes.directions import cosine, diff_in_means, unit
 from probes.steering import Hook, ablate_hooks, add_hooks
 
@@ -76,10 +82,10 @@ def candidate_directions(model: HookedModel, prompt: PromptFn, harmful: Sequence
                          positions: Sequence[int] = (-1,), batch_size: int = 32
                          ) -> Float[Tensor, "position layer d_model"]:
     """Difference in means (harmful - harmless) of resid_pre at each of `positions` for every layer (not normalised)."""
-    nt = model.native()
-    names = [f"blocks.{layer}.hook_resid_pre" for layer in range(nt.cfg.n_layers)]
+    names = [f"blocks.{layer}.hook_resid_pre" for layer in range(model.summary.n_layers)]
     ids = [prompt(x) for x in list(harmful) + list(harmless)]
-    acts = collect(nt, ids, names, tuple(positions), pad_id_of(model.tokenizer), batch_size, desc="refusal acts")
+    acts = collect(runner(model), ids, names, tuple(positions), pad_id_of(model.tokenizer), batch_size,
+                   desc="refusal acts")
     labels = torch.arange(len(ids)) < len(harmful)
     return diff_in_means(acts.permute(2, 0, 1, 3), labels)
 
@@ -94,7 +100,7 @@ def refusal_score(model: HookedModel, prompt: PromptFn, instructions: Sequence[s
                   max_new_tokens: int = 16, judge: Callable[[str], bool] = is_refusal, batch_size: int = 32
                   ) -> tuple[float, list[str]]:
     """Fraction of greedy generations judged refusals, and the generations (decoded, special tokens skipped)."""
-    nt, tok = model.native(), model.tokenizer
+    nt, tok = runner(model), model.tokenizer
     with nt.hooks(list(hooks)):
         new = generate(nt, [prompt(x) for x in instructions], max_new_tokens, pad_id_of(tok), tok.eos_token_id,
                        batch_size)
@@ -185,7 +191,10 @@ def next_token_logits(model: HookedModel, ids: Sequence[Sequence[int]],
                       groups: Sequence[tuple[slice, Sequence[Hook]]] = (), batch_size: int = 32
                       ) -> Float[Tensor, "prompt d_vocab"]:
     """Logits at the last position of every prompt, each group's hooks acting on its rows only, so that differently
-    hooked requests share one batched forward (only the last position is unembedded)."""
+    hooked requests share one batched forward (only the last position is unembedded). Off the native backend each
+    group runs in forwards of its own (`_hooked_next_token_logits`)."""
+    if model.backend != "native":
+        return _hooked_next_token_logits(model, ids, groups, batch_size)
     nt = model.native()
     tokens, mask = left_pad(ids, pad_id_of(model.tokenizer), model_device(nt))
     out = []
@@ -198,6 +207,23 @@ def next_token_logits(model: HookedModel, ids: Sequence[Sequence[int]],
     return torch.cat(out)
 
 
+def _hooked_next_token_logits(model: HookedModel, ids: Sequence[Sequence[int]],
+                              groups: Sequence[tuple[slice, Sequence[Hook]]], batch_size: int
+                              ) -> Float[Tensor, "prompt d_vocab"]:
+    """`next_token_logits` through hooks only: each group's rows (and then the rows of no group) under its hooks
+    alone, prompts of equal length batched without padding, so no hook needs to act on some rows only."""
+    rows = range(len(ids))
+    parts = [(rows[part], list(hooks)) for part, hooks in groups]
+    grouped = {row for part, _ in parts for row in part}
+    found: dict[int, Tensor] = {}
+    for part, hooks in [*parts, ([row for row in rows if row not in grouped], [])]:
+        if len(part):
+            with model.hooks(hooks):
+                logits = tail_logits(model, [ids[row] for row in part], 1, batch_size=batch_size)[:, 0]
+            found.update(zip(part, logits))
+    return torch.stack([found[row] for row in rows])
+
+
 def score_candidates(model: HookedModel, prompt: PromptFn, candidates: Float[Tensor, "position layer d_model"],
                      layers: Sequence[int], harmful: Sequence[str], harmless: Sequence[str], token_ids: Sequence[int],
                      batch_size: int = 32) -> tuple[Float[Tensor, "position layer score"], Float[Tensor, "kind"]]:
@@ -206,7 +232,7 @@ def score_candidates(model: HookedModel, prompt: PromptFn, candidates: Float[Ten
     harmless requests with the unit direction ablated at every layer (bypass = mean refusal log-odds on harmful; kl =
     mean KL against no intervention on harmless) and harmless requests with the direction (not normalised) added at
     resid_pre of its layer, every position (induce = mean refusal log-odds)."""
-    n_layers, parallel = model.native().cfg.n_layers, model.native().cfg.parallel_attn_mlp
+    n_layers, parallel = residual_layout(model)
     h, s = len(harmful), len(harmless)
     ids = [prompt(x) for x in [*harmful, *harmless, *harmless]]
     reference = next_token_logits(model, ids[:h + s], batch_size=batch_size)
@@ -398,7 +424,7 @@ def refusal_transfer(
     samples: dict[str, list[str]] = {}
     for j, m in enumerate(ROLES):
         model, prompt = models[m], prompts[m]
-        parallel = model.native().cfg.parallel_attn_mlp
+        parallel = residual_layout(model)[1]
         for k, data in enumerate((harmful, harmless)):
             baseline[j, k], texts = refusal_score(model, prompt, data, (), max_new_tokens, judge, batch_size)
             samples[f"{m}_{('harmful', 'harmless')[k]}"] = texts[:3]

@@ -32,7 +32,7 @@ from interp.errors import InterpError
 from interp.options import check_context
 from interp.models.hooked import HookedModel
 from interp.options import check_range
-from probes.activations import collect, encode, pad_id_of, tail_logits
+from probes.activations import collect, encode, pad_id_of, residual_layout, runner, tail_logits
 from probes.datasets import Statement, check_both_labels
 from probes.directions import LinearProbe, center_by_group, cosine, logistic_probe, mass_mean_probe
 from probes.steering import Hook, add_hooks, site_names
@@ -100,10 +100,11 @@ def statement_acts(model: HookedModel, statements: Sequence[Statement], hook: st
                    batch_size: int = 32, bos: bool = True) -> Float[Tensor, "layer n d_model"]:
     """Activations at `blocks.{l}.hook_{hook}`, token `pos` (from the end) of each bare statement (BOS first with
     `bos`), centred per source dataset."""
-    nt = model.native()
-    names = site_names(range(nt.cfg.n_layers), [hook], nt.cfg.parallel_attn_mlp)
+    n_layers, parallel = residual_layout(model)
+    names = site_names(range(n_layers), [hook], parallel)
     ids = [encode(model.tokenizer, s.text, bos) for s in statements]
-    acts = collect(nt, ids, names, (pos,), pad_id_of(model.tokenizer), batch_size, desc=f"acts {hook}")[:, :, 0]
+    acts = collect(runner(model), ids, names, (pos,), pad_id_of(model.tokenizer), batch_size,
+                   desc=f"acts {hook}")[:, :, 0]
     sources = sorted({s.source for s in statements})
     groups = torch.tensor([sources.index(s.source) for s in statements])
     return center_by_group(acts, groups)
@@ -117,7 +118,7 @@ def answer_logprobs(model: HookedModel, queries: Sequence[str], hooks_at: HooksA
     """log P(" TRUE") and log P(" FALSE") after each query: the sum of the log-probabilities of each answer's tokens,
     teacher-forced, softmax over the full vocabulary. `hooks_at(k)` gives the hooks for a query followed by k answer
     tokens (positions counted from the end move by k). Answers sharing all but their last token share a forward."""
-    nt, tok = model.native(), model.tokenizer
+    nt, tok = runner(model), model.tokenizer
     ids = [encode(tok, q, bos) for q in queries]
     answers = answer_ids(tok)
     out = torch.zeros(len(ids), len(answers))

@@ -19,6 +19,8 @@ from torch import Tensor
 from transformers import PreTrainedModel
 
 from interp.errors import InterpError
+from interp.models.arch import spec_for
+from interp.models.backends.generic_sites import generic_site_table, norm_eps
 from interp.models.backends.nnsight_sites import Site, View, apply_affine, normalise, site_table
 from interp.models.hf import HFBackedModel
 from interp.models.hooked import HookFn
@@ -36,8 +38,19 @@ class NNsightModel(HFBackedModel):
         super().__init__(path, step, tokenizer, hf_model, device, dtype)
         self.lm = TransformersModel(hf_model, task="text-generation", tokenizer=tokenizer)
         self.remote = remote
-        self._sites = site_table(self.config.model_type, self.summary.n_layers)
+        self._sites = self._site_table(hf_model)
         self._active: list[tuple[str, HookFn]] = []
+
+    def _site_table(self, hf_model: PreTrainedModel) -> dict[str, tuple[int, Site, View]]:
+        """The family's hand-written site map for a native family, else one derived generically."""
+        if spec_for(self.config.model_type) is not None:
+            return site_table(self.config, self.summary.n_layers)
+        return generic_site_table(hf_model, self.summary.n_layers,
+                                  lambda path, op: hasattr(self._module(path).source, op))
+
+    def hook_names(self) -> list[str]:
+        """The names of the site table (the family's, or the generic one), in forward order."""
+        return list(self._sites)
 
     def forward(self, tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch pos d_vocab"]:
         """Logits from token ids exactly as given, with the active hooks applied in forward order."""
@@ -92,7 +105,7 @@ class NNsightModel(HFBackedModel):
             full = getattr(envoy, site.port)
             value = full if site.item is None else full[site.item]
             if site.norm:
-                norm_input, value = value, normalise(value, site.norm, _eps(self._torch_module(site.module)))
+                norm_input, value = value, normalise(value, site.norm, norm_eps(self._torch_module(site.module)))
             changed = False
             for name, view, fn in hooks:
                 new = fn(view.get(value, d_head, batch), name)
@@ -110,7 +123,3 @@ class NNsightModel(HFBackedModel):
     def _torch_module(self, path: str) -> torch.nn.Module:
         return self.lm._module.get_submodule(path)
 
-
-def _eps(norm: torch.nn.Module) -> float:
-    """A norm module's epsilon (`eps` on LayerNorm and Gemma, `variance_epsilon` on Llama and Qwen2)."""
-    return getattr(norm, "eps", None) or norm.variance_epsilon

@@ -16,6 +16,8 @@ from torch import Tensor
 from transformer_lens.model_bridge import TransformerBridge
 from transformers import PreTrainedModel
 
+from interp.models.arch import spec_for
+from interp.models.backends.generic_sites import bridge_hook_names
 from interp.models.hf import HFBackedModel
 from interp.models.hooked import HookFn
 
@@ -39,6 +41,14 @@ class TransformerLensModel(HFBackedModel):
         super().__init__(path, step, tokenizer, hf_model, device, dtype)
         self.bridge = TransformerBridge.boot_transformers(str(path), device=device, dtype=dtype, hf_model=hf_model,
                                                           tokenizer=tokenizer)
+        self._names: list[str] | None = None
+
+    def hook_names(self) -> list[str]:
+        """Our names for a native family; otherwise those the bridge fires with their TransformerLens 3 meaning."""
+        if self._names is None:
+            native = spec_for(self.config.model_type) is not None
+            self._names = super().hook_names() if native else bridge_hook_names(self.bridge, self.summary.n_layers)
+        return list(self._names)
 
     def forward(self, tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch pos d_vocab"]:
         """Logits from token ids exactly as given (no BOS added, no attention mask)."""
