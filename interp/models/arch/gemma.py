@@ -2,33 +2,20 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
-from transformers import PreTrainedConfig, PreTrainedModel
+from transformers import PreTrainedConfig
 
-from interp.models.arch.llama import PRE_NORMS
-from interp.models.arch.spec import (ArchSpec, Weights, head_dim, llama_gradients, llama_rotary, llama_sites,
-                                     llama_weights, rotary_config)
-from interp.models.native import NativeConfig
+from interp.models.arch.spec import TINY, llama_spec
 
 
-def embed_scale(c: PreTrainedConfig, dtype: torch.dtype) -> float:
-    """sqrt(d_model) rounded to the weights' dtype, as Gemma multiplies it."""
-    return float(torch.tensor(c.hidden_size**0.5, dtype=dtype))
+def gemma_norms(c: PreTrainedConfig, dtype: torch.dtype) -> dict[str, Any]:
+    """Every Gemma: norms scale by (1 + w) multiplied in float32, the embedding by sqrt(d_model) rounded to the
+    weights' dtype (as Gemma multiplies it)."""
+    return dict(norm_offset=1.0, norm_upcast=True, embed_scale=float(torch.tensor(c.hidden_size**0.5, dtype=dtype)))
 
 
-def config(c: PreTrainedConfig, dtype: torch.dtype) -> NativeConfig:
-    return rotary_config(c, dtype, architecture="GemmaForCausalLM", d_head=head_dim(c), norm_offset=1.0,
-                         norm_upcast=True, embed_scale=embed_scale(c, dtype))
-
-
-def weights(hf: PreTrainedModel, cfg: NativeConfig) -> Weights:
-    return llama_weights(hf, cfg, PRE_NORMS)
-
-
-SPEC = ArchSpec(
-    family="gemma", label="Gemma", model_types=("gemma",), config=config, weights=weights, rotary=llama_rotary,
-    sites=llama_sites("rms1p"), gradients=llama_gradients,
-    tiny=("GemmaConfig", dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=1,
-                              head_dim=32, intermediate_size=128, max_position_embeddings=128)),
-    norm_center=0.0, notes="scaled embedding, (1 + w) RMSNorm, GeGLU",
-)
+SPEC = llama_spec("gemma", "Gemma", "GemmaForCausalLM",
+                  ("GemmaConfig", TINY | dict(num_key_value_heads=1, head_dim=32)), mechanisms=gemma_norms,
+                  norm_kind="rms1p", norm_center=0.0, notes="scaled embedding, (1 + w) RMSNorm, GeGLU")

@@ -2,31 +2,9 @@
 
 from __future__ import annotations
 
-import torch
-from transformers import PreTrainedConfig, PreTrainedModel
+from interp.models.arch.spec import TINY, llama_spec
 
-from interp.models.arch.llama import PRE_NORMS
-from interp.models.arch.spec import (ArchSpec, Weights, head_dim, llama_gradients, llama_rotary, llama_sites,
-                                     llama_weights, rotary_config)
-from interp.models.native import NativeConfig
-
-
-def config(c: PreTrainedConfig, dtype: torch.dtype) -> NativeConfig:
-    window = getattr(c, "sliding_window", None)
-    return rotary_config(c, dtype, architecture="Phi3ForCausalLM", d_head=head_dim(c),
-                         windows=(window,) * c.num_hidden_layers if window else ())
-
-
-def weights(hf: PreTrainedModel, cfg: NativeConfig) -> Weights:
-    return llama_weights(hf, cfg, PRE_NORMS)
-
-
-SPEC = ArchSpec(
-    family="phi3", label="Phi-3", model_types=("phi3",), config=config, weights=weights, rotary=llama_rotary,
-    sites=llama_sites("rms", fused=True), gradients=llama_gradients,
-    tiny=("Phi3Config", dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                             intermediate_size=128, max_position_embeddings=128, sliding_window=4,
-                             rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
-                                              "partial_rotary_factor": 0.5})),
-    notes="fused q/k/v and gate/up projections, partial rotary, sliding window",
-)
+PARTIAL_ROTARY = {"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.5}
+SPEC = llama_spec("phi3", "Phi-3", "Phi3ForCausalLM",
+                  ("Phi3Config", TINY | dict(sliding_window=4, rope_parameters=PARTIAL_ROTARY)), fused=True,
+                  notes="fused q/k/v and gate/up projections, partial rotary, sliding window")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Callable, Literal, Sequence
 
 import einops
@@ -123,7 +124,8 @@ def norm(name: str, module: nn.Module | None, size: int) -> Weights:
 
 def rotary_config(c: PreTrainedConfig, dtype: torch.dtype, *, architecture: str, d_head: int, **mechanisms: Any
                   ) -> NativeConfig:
-    """The `NativeConfig` of a Llama-style rotary model (RMSNorm, gated MLP) with the family's `mechanisms`."""
+    """The `NativeConfig` of a Llama-style rotary model (RMSNorm, gated MLP, the config's sliding windows) with the
+    family's `mechanisms`."""
     n_layers = c.num_hidden_layers
     scale = mechanisms.pop("attn_scale", math.sqrt(d_head))
     rotary_dim = int(d_head * (getattr(c, "rope_parameters", None) or {}).get("partial_rotary_factor", 1.0))
@@ -134,6 +136,7 @@ def rotary_config(c: PreTrainedConfig, dtype: torch.dtype, *, architecture: str,
         norm="rmsnorm", norm_eps=getattr(c, "rms_norm_eps", 1e-6),
         act=getattr(c, "hidden_act", None) or c.hidden_activation, gated_mlp=True, parallel_attn_mlp=False,
         positional="rotary", rotary_dim=rotary_dim, embed_scale=1.0, attn_scales=(scale,) * n_layers,
+        windows=layer_windows(c),
     )
     return NativeConfig(**{**defaults, **mechanisms})
 
@@ -143,10 +146,14 @@ def head_dim(c: PreTrainedConfig) -> int:
 
 
 def layer_windows(c: PreTrainedConfig) -> tuple[int | None, ...]:
-    """Per layer: the sliding window where `config.layer_types` says "sliding_attention", else None."""
-    types = getattr(c, "layer_types", None) or ["full_attention"] * c.num_hidden_layers
+    """Per layer: the sliding window where `config.layer_types` says "sliding_attention"; a config with a window but
+    no layer types (Mistral, Phi-3) applies it to every layer, as Hugging Face does; () when there is none."""
     window = getattr(c, "sliding_window", None)
-    return tuple(window if t == "sliding_attention" and window else None for t in types)
+    if not window:
+        return ()
+    types = getattr(c, "layer_types", None) or ["sliding_attention"] * c.num_hidden_layers
+    windows = tuple(window if t == "sliding_attention" else None for t in types)
+    return windows if any(windows) else ()
 
 
 def llama_weights(hf: PreTrainedModel, cfg: NativeConfig, norms: dict[str, str]) -> Weights:
@@ -263,6 +270,32 @@ def llama_sites(norm_kind: NormKind, *, post_norms: bool = False, pre_norms: boo
                 [("ln_final.hook_normalized", norm_site("model.norm", norm_kind), WHOLE)])
 
     return table
+
+
+PRE_NORMS = {"ln1": "input_layernorm", "ln2": "post_attention_layernorm"}
+QK_NORMS = {"q_norm": "q_norm", "k_norm": "k_norm"}
+# the tiny test model of a Llama-style family: 2 layers, d_model 64, 4 query heads sharing 2 key/value heads
+TINY = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+            intermediate_size=128, max_position_embeddings=128)
+Mechanisms = Callable[[PreTrainedConfig, torch.dtype], dict[str, Any]]
+
+
+def llama_spec(family: str, label: str, architecture: str, tiny: tuple[str, dict[str, Any]], *,
+               model_types: tuple[str, ...] | None = None, mechanisms: Mechanisms = lambda c, dtype: {},
+               norms: dict[str, str] = PRE_NORMS, norm_kind: NormKind = "rms", post_norms: bool = False,
+               pre_norms: bool = True, fused: bool = False, **fields: Any) -> ArchSpec:
+    """The spec of a family laid out like Llama (`model.layers.{l}.self_attn` / `.mlp`, rotary): its HF class name,
+    the `NativeConfig` switches its config turns on (`mechanisms`), which norms a block has (`norms`: native name ->
+    HF module name), how the HF norm multiplies its weight (`norm_kind`, for the nnsight sites) and whether q/k/v and
+    gate/up are fused projections (`fused`, Phi-3)."""
+
+    def config(c: PreTrainedConfig, dtype: torch.dtype) -> NativeConfig:
+        return rotary_config(c, dtype, architecture=architecture, d_head=head_dim(c), **mechanisms(c, dtype))
+
+    return ArchSpec(family=family, label=label, model_types=model_types or (family,), config=config,
+                    weights=partial(llama_weights, norms=norms), rotary=llama_rotary,
+                    sites=llama_sites(norm_kind, post_norms=post_norms, pre_norms=pre_norms, fused=fused),
+                    gradients=llama_gradients, tiny=tiny, **fields)
 
 
 def llama_gradients(hf: PreTrainedModel) -> Layout:
