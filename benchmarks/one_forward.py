@@ -7,7 +7,8 @@ change), alternating old/new `--repeats` times in fresh processes on the same ch
 (old / new: above 1 means the new engine is faster) and whether the results are bit-identical.
 
 Run: `git worktree add /tmp/interp-old <commit> && .venv/bin/python benchmarks/one_forward.py --old /tmp/interp-old
-[--zoo CHECKPOINT] [--repeats 3]`; writes benchmarks/results/one-forward-cpu.json, the command line inside.
+[--new TREE] [--zoo CHECKPOINT] [--repeats 3]`; writes benchmarks/results/one-forward-cpu.json, the command line
+inside.
 """
 
 from __future__ import annotations
@@ -59,11 +60,12 @@ def run_tree(tree: Path, checkpoint: Path, out: Path, sites: tuple[str, ...]) ->
     return json.loads(out.with_suffix(".json").read_text()), torch.load(out.with_suffix(".pt"))
 
 
-def compare(name: str, checkpoint: Path, old: Path, repeats: int, sites: tuple[str, ...], tmp: Path) -> dict:
+def compare(name: str, checkpoint: Path, old: Path, new: Path, repeats: int, sites: tuple[str, ...], tmp: Path
+            ) -> dict:
     times: dict[str, dict[str, list[float]]] = {"old": {s: [] for s in sites}, "new": {s: [] for s in sites}}
     results = {}
     for r in range(repeats):
-        for label, tree in (("old", old), ("new", ROOT)):
+        for label, tree in (("old", old), ("new", new)):
             seconds, raw = run_tree(tree, checkpoint, tmp / f"{name}-{label}-{r}", sites)
             for site in sites:
                 times[label][site].append(seconds[site])
@@ -84,6 +86,7 @@ def compare(name: str, checkpoint: Path, old: Path, repeats: int, sites: tuple[s
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--old", type=Path, required=True, help="source tree of the engine before the change")
+    parser.add_argument("--new", type=Path, default=ROOT, help="source tree after it (default: this checkout)")
     parser.add_argument("--zoo", type=Path, default=None, help="a zoo checkpoint (default: the quick zoo's last)")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
@@ -95,9 +98,10 @@ def main() -> None:
               "torch": torch.__version__, "threads": 2, "batch": 8, "length": 32, "diff_pos": 8}
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
-        report["zoo"] = compare("zoo", zoo, args.old, args.repeats, SITES, tmp_path)
+        report["zoo"] = compare("zoo", zoo, args.old, args.new, args.repeats, SITES, tmp_path)
         gpt2 = gpt2_small_dir(tmp_path / "gpt2-small", 12)
-        report["gpt2_small"] = compare("gpt2", gpt2, args.old, args.repeats, ("resid_pre", "z"), tmp_path)
+        report["gpt2_small"] = compare("gpt2", gpt2, args.old, args.new, args.repeats, ("resid_pre", "z"),
+                                     tmp_path)
     out = ROOT / "benchmarks" / "results" / "one-forward-cpu.json"
     out.write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps({k: v for k, v in report.items() if k in ("zoo", "gpt2_small")}, indent=1)[:3000])
