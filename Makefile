@@ -35,7 +35,7 @@ test-fast: install
 	$(PY) -m pytest -q -m "not zoo"
 
 bench: install
-	$(PY) benchmarks/patching.py
+	$(PY) -m benchmarks.patching_vs_transformer_lens
 
 clean:
 	rm -rf $(VENV) data/zoo

@@ -8,7 +8,7 @@
 #     test_patching's zoo test is deselected (it builds a zoo first: minutes of CPU, nothing GPU-specific);
 #  4. tests/test_kernels.py under Triton's interpreter (TRITON_INTERPRET=1): its tests hand CPU tensors to the kernels,
 #     which compiled kernels cannot read, so it cannot join step 3; test_gpu.py reruns those tests on CUDA tensors;
-#  5. python3 benchmarks/patching.py --device cuda --models gpt2 --backends torch,triton;
+#  5. python3 -m benchmarks.patching_vs_transformer_lens --device cuda --models gpt2 --backends torch,triton;
 #  6. leaves log, pytest.xml and patching-cuda.json in $OUT.
 # Every step runs even if an earlier one failed; the exit status is 1 if any failed. Expected about 3-4 minutes on an
 # H200; the step limits (install 90 s, tests 200 s, interpreter 45 s, benchmark 200 s) bound it near 9 (run it with
@@ -53,7 +53,8 @@ print("torch cuda", torch.version.cuda, "| available:", torch.cuda.is_available(
     --junitxml="$OUT/pytest.xml" tests/test_gpu.py tests/test_patching.py \
     --deselect tests/test_patching.py::test_zoo_checkpoint_matches_transformer_lens
   step interpreter-tests 45 env TRITON_INTERPRET=1 python3 -m pytest -q -rs -p no:cacheprovider tests/test_kernels.py
-  step benchmark 200 python3 benchmarks/patching.py --device cuda --models gpt2 --backends torch,triton
+  step benchmark 200 python3 -m benchmarks.patching_vs_transformer_lens --device cuda --models gpt2 \
+    --backends torch,triton
   cp benchmarks/results/patching-cuda.json "$OUT/" || failed+=" copy-results"
   if [ -n "$failed" ]; then echo "FAILED:$failed"; return 1; fi
   echo "ALL STEPS PASSED"

@@ -1,7 +1,8 @@
 """Per-sample projection gradients three ways: input x output-gradient einsum (what interp uses),
 `torch.func.vmap(grad(...))` over `functional_call`, and one backward pass per sample.
 
-Run: `.venv/bin/python benchmarks/gradients.py [--threads N]`; writes benchmarks/results/gradients.json.
+Run from the repository root: `.venv/bin/python -m benchmarks.gradients [--threads N]` (or the file as a script);
+writes benchmarks/results/gradients.json.
 """
 
 from __future__ import annotations

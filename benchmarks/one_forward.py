@@ -6,9 +6,9 @@ change), alternating old/new `--repeats` times in fresh processes on the same ch
 (ii) a random-initialised GPT-2-small-shaped model (12 layers). Reports each tree's median seconds per site, the ratio
 (old / new: above 1 means the new engine is faster) and whether the results are bit-identical.
 
-Run: `git worktree add /tmp/interp-old <commit> && .venv/bin/python benchmarks/one_forward.py --old /tmp/interp-old
-[--new TREE] [--zoo CHECKPOINT] [--repeats 3]`; writes benchmarks/results/one-forward-cpu.json, the command line
-inside.
+Run from the repository root: `git worktree add /tmp/interp-old <commit> && .venv/bin/python -m benchmarks.one_forward
+--old /tmp/interp-old [--new TREE] [--zoo CHECKPOINT] [--repeats 3]`; writes benchmarks/results/one-forward-cpu.json,
+the command line inside.
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ import tempfile
 from pathlib import Path
 
 import torch
+
+from benchmarks.patching_vs_transformer_lens import gpt2_small_dir, zoo_checkpoint
 
 SITES = ("resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out", "z", "q", "k", "v", "pattern")
 ROOT = Path(__file__).resolve().parent.parent
@@ -90,12 +92,10 @@ def main() -> None:
     parser.add_argument("--zoo", type=Path, default=None, help="a zoo checkpoint (default: the quick zoo's last)")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    sys.path.insert(0, str(ROOT))
-    from benchmarks.patching import gpt2_small_dir, zoo_checkpoint
-
     zoo = zoo_checkpoint(str(args.zoo) if args.zoo else None)
-    report = {"command": " ".join(["python", *sys.argv]), "machine": platform.processor() or platform.machine(),
-              "torch": torch.__version__, "threads": 2, "batch": 8, "length": 32, "diff_pos": 8}
+    report = {"command": " ".join(["python", *sys.orig_argv[1:]]),
+              "machine": platform.processor() or platform.machine(), "torch": torch.__version__, "threads": 2,
+              "batch": 8, "length": 32, "diff_pos": 8}
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
         report["zoo"] = compare("zoo", zoo, args.old, args.new, args.repeats, SITES, tmp_path)

@@ -10,7 +10,8 @@ times the number of candidates (reported as an extrapolation, not timed). Direct
 timed apart. The model is a tiny random Llama (`interp.testing.tiny_checkpoint`), so what it picks means nothing
 (Arditi et al.'s filters may reject every candidate of a random model: the run records that); the costs are what count.
 
-Run: `.venv/bin/python benchmarks/refusal_selection.py [--layers 30] [--requests 32] [--threads 1]`;
+Run from the repository root: `.venv/bin/python -m benchmarks.refusal_selection [--layers 30] [--requests 32]
+[--threads 1]` (or the file as a script);
 writes benchmarks/results/refusal-selection-cpu.json.
 """
 
@@ -96,7 +97,7 @@ def main() -> None:
     default_candidates = len(positions) * len(refusal.candidate_layers(args.layers))
     lengths = [len(prompt(x)) for x in [*harmful, *harmless]]
     result = {
-        "command": f".venv/bin/python benchmarks/refusal_selection.py --layers {args.layers} --requests "
+        "command": f".venv/bin/python -m benchmarks.refusal_selection --layers {args.layers} --requests "
                    f"{args.requests} --max-new-tokens {args.max_new_tokens} --batch-size {args.batch_size} "
                    f"--threads {args.threads}",
         "date": time.strftime("%Y-%m-%d"), "machine": platform.processor() or platform.machine(),

@@ -4,7 +4,8 @@ Both runs start from the same initial weights and see the same batches of the ba
 the two precisions so that machine load falls on both alike. Reports seconds per step, their ratio, and the losses
 of the two runs after the last step (they should stay close: autocast rounds matmul inputs, not the weights).
 
-Run: `.venv/bin/python benchmarks/zoo_training.py [--steps 20] [--threads 2]`;
+Run from the repository root: `.venv/bin/python -m benchmarks.zoo_training [--steps 20] [--threads 2]` (or the file as
+a script);
 writes benchmarks/results/zoo-training-cpu.json.
 """
 
@@ -53,7 +54,7 @@ def main() -> None:
             losses[name] = loss.item()
     per_step = {name: seconds[name] / args.steps for name in PRECISIONS}
     result = {
-        "command": f"benchmarks/zoo_training.py --steps {args.steps} --threads {args.threads}",
+        "command": f"python -m benchmarks.zoo_training --steps {args.steps} --threads {args.threads}",
         "date": time.strftime("%Y-%m-%d"), "machine": platform.processor() or platform.machine(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(), "threads": args.threads,
         "torch": torch.__version__, "batch": [FULL.base.batch_size, FULL.base.seq_len],

@@ -6,6 +6,7 @@ without serving when standard input is not a terminal); `--open` opens the brows
 
 from __future__ import annotations
 
+import importlib.util
 import socket
 import subprocess
 import sys
@@ -21,14 +22,23 @@ from interp.cli import app as cli
 from interp.errors import InterpError
 from interp.options import check_range
 
-EXPLORER = Path(__file__).resolve().parents[2] / "apps" / "explorer.py"
 STARTUP_SECONDS = 120
+
+
+def explorer() -> Path:
+    """The explorer script inside the installed `apps` package (streamlit runs a script by path, not a module)."""
+    try:
+        spec = importlib.util.find_spec("apps.explorer")
+    except ModuleNotFoundError:  # no `apps` package at all
+        spec = None
+    if spec is None or spec.origin is None:
+        raise InterpError("the explorer (the `apps` package) is not installed beside interp",
+                          fix="reinstall interp (`pip install .`, or `make install` in a checkout)")
+    return Path(spec.origin)
 
 
 def check_dirs(dirs: list[Path]) -> None:
     """Refuse arguments that are missing, not directories, or hold no results directory at or below them."""
-    if str(EXPLORER.parents[1]) not in sys.path:  # `apps/` sits beside the package in a source checkout
-        sys.path.insert(0, str(EXPLORER.parents[1]))
     from apps.views.kinds import find_results
 
     fix = "pass results directories (the --out of an analysis) or directories holding them"
@@ -55,11 +65,9 @@ def check_port(address: str, port: int) -> None:
 
 def streamlit_command(dirs: list[Path], port: int, address: str) -> list[str]:
     """The `streamlit run` command line that serves the explorer on these directories, headless."""
-    if not EXPLORER.is_file():
-        raise InterpError(f"the explorer is not at {EXPLORER}",
-                          fix="run interp from a source checkout (pip install -e .)")
+    script = explorer()
     check_dirs(dirs)
-    return [sys.executable, "-m", "streamlit", "run", str(EXPLORER), "--server.port", str(port),
+    return [sys.executable, "-m", "streamlit", "run", str(script), "--server.port", str(port),
             "--server.address", address, "--server.headless", "true",
             "--browser.gatherUsageStats", "false", "--", *(str(d.resolve()) for d in dirs)]
 

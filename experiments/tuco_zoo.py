@@ -1,9 +1,11 @@
-"""TuCo on the embedded zoo (the README's numbers): `python -m interp.finetuning.tuco_zoo [ZOO_ROOT] [--out DIR]`.
+"""TuCo on the embedded zoo: the numbers of README.md's TuCo table.
 
 Three experiments after Nuti et al. (2025), on the zoo's last base and chat checkpoints: chat-template requests vs
 pre-training text (AUC), dark-magic requests with and without a many-shot attack (AUC, and whether TuCo is lower
 where the attack succeeds), and the refusal rate as alpha scales the fine-tuning component from 0 to 1.25.
-Every prompt starts with `<|bos|>`, as in the zoo's training.
+Every prompt starts with `<|bos|>`, as in the zoo's training. Run from the repository root:
+`.venv/bin/python -m experiments.tuco_zoo ZOO --limit 64 --out DIR` (the README's table; 48 s on one thread);
+DIR receives numbers.json and the prompt files, for `interp tuco ... --prepend-bos` to reproduce any row.
 """
 
 from __future__ import annotations
@@ -113,10 +115,12 @@ def main() -> None:
     parser.add_argument("root", nargs="?", type=Path, help="zoo root (default: interp.zoo.default_zoo())")
     parser.add_argument("--out", type=Path, help="write the prompt files and numbers.json here")
     parser.add_argument("--limit", type=int, help="use only the first N held-out requests of each kind")
+    parser.add_argument("--max-new-tokens", type=int, default=16, help="greedy tokens generated per prompt")
     args = parser.parse_args()
     from interp.zoo import default_zoo
 
-    print(json.dumps(run(args.root or default_zoo(), args.out, limit=args.limit), indent=2))
+    numbers = run(args.root or default_zoo(), args.out, max_new_tokens=args.max_new_tokens, limit=args.limit)
+    print(json.dumps(numbers, indent=2))
 
 
 if __name__ == "__main__":

@@ -26,8 +26,9 @@ TransformerLens; for the others also the largest difference from the first backe
 The top-level `interp*` entries and `max_abs_diff_on_timed_cells` stay those of the first backend listed. Triton needs
 a CUDA device (or TRITON_INTERPRET=1 on CPU, for debugging only: the interpreter's times mean nothing).
 
-Run: `.venv/bin/python benchmarks/patching.py [--device cpu|cuda] [--zoo PATH] [--tl-cells N] [--quick]
-[--backends torch,triton] [--repeats N]`; writes benchmarks/results/patching-<device>.json, the command line inside.
+Run from the repository root: `.venv/bin/python -m benchmarks.patching_vs_transformer_lens [--device cpu|cuda]
+[--zoo PATH] [--tl-cells N] [--quick] [--backends torch,triton] [--repeats N]` (or the file as a script); writes
+benchmarks/results/patching-<device>.json, the command line inside.
 """
 
 from __future__ import annotations
@@ -44,8 +45,6 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-# This file is named like the package it measures: keep its own directory off the import path.
-sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).parent.resolve()]
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
@@ -272,7 +271,8 @@ def main() -> None:
                         "transformers": transformers.__version__,
                         "transformer_lens": getattr(transformer_lens, "__version__", None), "tf32": False,
                         "backends": list(backends), "repeats": repeats, "tl_cells": tl_cells})
-    results = {"command": " ".join([python, *sys.argv]), "device": args.device, "machine": machine, "models": []}
+    results = {"command": " ".join([python, *sys.orig_argv[1:]]), "device": args.device, "machine": machine,
+               "models": []}
     out = Path(__file__).parent / "results" / f"patching-{torch.device(args.device).type}.json"
     previous = json.loads(out.read_text())["models"] if out.is_file() and not args.quick else []
     models = {m["kind"]: m for m in previous if "kind" in m}
