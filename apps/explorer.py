@@ -1,4 +1,5 @@
-"""The interp explorer: browse every results directory interp writes, poke a model live, start analyses.
+"""The interp explorer: browse every results directory interp writes (it reads only those: axis names, ticks and
+inputs come from each directory's summary.json), and start analyses as `interp` commands.
 
 Run with `interp app [RESULTS_DIR_OR_ZOO ...]` (or `streamlit run apps/explorer.py -- DIR ...`).
 """
@@ -54,7 +55,7 @@ def browse() -> None:
         return
     results = load_results(path)
     kind = kind_of(results)
-    if kind is None:
+    if kind not in PAGES:
         names = ", ".join(sorted(results.tensors)[:12])
         st.warning(literal(f"{path}: no page knows these results (tensors: {names})"))
         return

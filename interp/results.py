@@ -3,10 +3,13 @@
 Every analysis command writes one; the app and the notebooks read them. A results directory is written as a whole
 (into a sibling temporary directory, then renamed into place), so an interrupted run never leaves a mix of old and
 new files; files get the user's umask; `summary.json` is strict JSON; a non-finite tensor is refused, not written.
+A results directory describes itself: every tensor's axis names and tick labels, the tokenisation policy and every
+input's identity are in `summary.json`, so a reader (the app, a notebook) needs nothing of the analysis that wrote it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import html
 import json
 import math
@@ -14,11 +17,11 @@ import os
 import platform
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping, Sequence
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -103,7 +106,75 @@ def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_bytes(path, (json.dumps(cleaned, indent=2, default=str, allow_nan=False) + "\n").encode())
 
 
-ANALYSES = ("patch", "truth", "refusal", "knowledge", "tuco", "induction", "gradients")
+@dataclass(frozen=True)
+class Axes:
+    """One tensor's axis names, outermost first, and the tick labels of the axes that are not 0, 1, 2, ...
+    (site names, prompts, checkpoint steps, token strings)."""
+
+    names: tuple[str, ...]
+    ticks: Mapping[str, Sequence[Any]] = field(default_factory=dict)
+
+
+def axes(*names: str, **ticks: Sequence[Any]) -> Axes:
+    """`Axes(names, ticks)`, keeping only the ticks of axes in `names` (so one dict of ticks serves many tensors)."""
+    return Axes(tuple(names), {k: list(v) for k, v in ticks.items() if k in names})
+
+
+def describe_tensors(tensors: Mapping[str, torch.Tensor], described: Mapping[str, Axes]) -> dict[str, Any]:
+    """The summary's `tensors` entry: axes, ticks, shape and dtype per tensor; an `InterpError` (nothing is written)
+    for a tensor without axis names, with as many names as it has dimensions, or with ticks that do not fit."""
+    out = {}
+    for name, tensor in tensors.items():
+        if name not in described:
+            raise InterpError(f"the result {name!r} has no axis names; nothing was written",
+                              fix="pass axes={name: axes('layer', ...)} to write_results")
+        spec = described[name]
+        if len(spec.names) != tensor.ndim:
+            raise InterpError(f"the result {name!r} has {tensor.ndim} dimensions but {len(spec.names)} axis names "
+                              f"{list(spec.names)}; nothing was written", fix="name every axis, outermost first")
+        for axis, labels in spec.ticks.items():
+            if axis not in spec.names or len(labels) != tensor.shape[spec.names.index(axis)]:
+                raise InterpError(f"the result {name!r}: {len(labels)} ticks for axis {axis!r} of shape "
+                                  f"{list(tensor.shape)} (axes {list(spec.names)}); nothing was written",
+                                  fix="give one tick label per entry of an axis the tensor has")
+        out[name] = {"axes": list(spec.names), "ticks": {k: list(v) for k, v in spec.ticks.items()},
+                     "shape": list(tensor.shape), "dtype": str(tensor.dtype).removeprefix("torch.")}
+    return out
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of a file's bytes, or of a directory's files (relative names and bytes, in sorted order)."""
+    digest = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for file in files:
+        if path.is_dir():
+            digest.update(file.relative_to(path).as_posix().encode() + b"\0")
+        with file.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def input_identity(role: str, path: str | Path, **extra: Any) -> dict[str, Any]:
+    """One entry of the summary's `inputs`: a checkpoint by the sha256 of its weights
+    (`interp.checkpoints.weights_sha256`), a data file (or directory of files) by its bytes'; `extra` (e.g. the
+    step) is kept."""
+    from interp.checkpoints import weights_sha256
+
+    where = Path(path)
+    digest = weights_sha256(where) if (where / "config.json").is_file() else file_sha256(where)
+    return {"role": role, "path": str(path), "sha256": digest, **extra}
+
+
+def _check_record(tokenization: Mapping[str, Any], inputs: Sequence[Mapping[str, Any]]) -> None:
+    """Refuse a tokenisation policy without `bos` and `padding`, or an input without role, path and sha256."""
+    if not {"bos", "padding"} <= set(tokenization):
+        raise InterpError(f"the tokenisation policy {dict(tokenization)} lacks 'bos' or 'padding'; nothing was "
+                          "written", fix="pass tokenization={'bos': ..., 'padding': ...} (None where not used)")
+    for entry in inputs:
+        if not {"role", "path", "sha256"} <= set(entry):
+            raise InterpError(f"the input {dict(entry)} lacks role, path or sha256; nothing was written",
+                              fix="describe each input with interp.results.input_identity(role, path)")
 
 
 def write_results(
@@ -114,24 +185,31 @@ def write_results(
     title: str = "interp report",
     *,
     analysis: str,
+    axes: Mapping[str, Axes],
+    tokenization: Mapping[str, Any],
+    inputs: Sequence[Mapping[str, Any]],
     settings: dict[str, Any] | None = None,
 ) -> Path:
     """Write a complete results directory, as a whole, and return its path.
 
-    `analysis` (one of `ANALYSES`) is recorded in the summary so the app knows which page shows it; provenance
-    (`versions`, `created`) and the hash of `settings` (what `interp.outdir.check_out` compares on a rerun) are added.
-    `figures` are plotly figures, stacked in `report.html` (plotly.js inlined once, so it opens offline).
-    A non-finite tensor is an `InterpError` naming it; non-finite summary numbers become null, listed under
-    `"non_finite"`.
+    `analysis` names what wrote it (readers such as the app choose how to show it by this name); `axes` names every
+    tensor's axes (with tick labels where they are not integers), `tokenization` is the policy the analysis used
+    (`{"bos": ..., "padding": ...}`) and `inputs` every input's identity (`input_identity`): all recorded in
+    `summary.json` (`tensors`, `tokenization`, `inputs`), and a tensor without axes is an `InterpError` before
+    anything is written. Provenance (`versions`, `created`) and the hash of `settings` (what
+    `interp.outdir.check_out` compares on a rerun) are added. `figures` are plotly figures, stacked in `report.html`
+    (plotly.js inlined once, so it opens offline). A non-finite tensor is an `InterpError` naming it; non-finite
+    summary numbers become null, listed under `"non_finite"`.
     """
-    if analysis not in ANALYSES:
-        raise ValueError(f"unknown analysis {analysis!r}; expected one of {ANALYSES}")
+    described = describe_tensors(tensors, axes)
+    _check_record(tokenization, inputs)
     for name, tensor in tensors.items():
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
             raise InterpError(f"the result {name!r} holds NaN or infinite values; nothing was written",
                               fix="check the inputs for degenerate prompts or checkpoints (rerun with --debug)")
     full = {"analysis": analysis, "settings_sha256": settings_hash(settings or {}), "versions": package_versions(),
-            "created": datetime.now(timezone.utc).isoformat(), **summary}
+            "created": datetime.now(timezone.utc).isoformat(), **summary, "tensors": described,
+            "tokenization": dict(tokenization), "inputs": [dict(entry) for entry in inputs]}
     full, non_finite = strict_json(full)
     if non_finite:
         full["non_finite"] = {"note": "these values were NaN or infinite and are written as null", "keys": non_finite}

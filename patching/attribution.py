@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Callable, Sequence
 
 import torch
-from jaxtyping import Int
+from jaxtyping import Float, Int
 from torch import Tensor
 
 from patching.engine import Patcher, PatchResult
@@ -55,7 +55,7 @@ def attribution_patch(model: object, clean_tokens: Int[Tensor, "batch pos"], cor
     return out
 
 
-def compare(estimate: Tensor, exact: Tensor) -> float:
+def compare(estimate: Float[Tensor, "*cell"], exact: Float[Tensor, "*cell"]) -> float:
     """Pearson correlation between the screen's and exact patching's results over every cell of one sweep."""
     a, b = estimate.flatten().double(), exact.flatten().double()
     a, b = a - a.mean(), b - b.mean()

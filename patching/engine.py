@@ -32,8 +32,8 @@ class PatchResult:
     """One site's sweep: raw metric and (raw - corrupted) / (clean - corrupted), in the site's result shape."""
 
     site: str
-    raw: Tensor
-    normalised: Tensor
+    raw: Float[Tensor, "layer *cell"]
+    normalised: Float[Tensor, "layer *cell"]
     clean_metric: float
     corrupted_metric: float
     n_run: int = 0  # variants actually computed
@@ -167,8 +167,9 @@ class Patcher:
         normalised = (raw - self.corrupted_metric) / (self.clean_metric - self.corrupted_metric)
         return PatchResult(site.name, raw, normalised, self.clean_metric, self.corrupted_metric, n_run, n_skipped)
 
-    def sweep_layer(self, site: Site, layer: int, n_pos: int, n_heads: int, donor_act: Tensor | None = None
-                    ) -> tuple[Tensor, int, int]:
+    def sweep_layer(self, site: Site, layer: int, n_pos: int, n_heads: int,
+                    donor_act: Float[Tensor, "batch *activation"] | None = None
+                    ) -> tuple[Float[Tensor, "variant"], int, int]:
         """Metric per variant of one layer, the number of variants run and the number skipped.
 
         `donor_act` replaces the donor run's activation at this site (path patching builds its own)."""

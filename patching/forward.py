@@ -45,8 +45,10 @@ class SuffixForward:
         """A base activation of `layer` for positions `start..`, with a variant axis of size 1."""
         return lambda hook: self.base.acts[f"blocks.{layer}.{hook}"][:, start:][None]
 
-    def run(self, layer: int, start: int, entry: Entry, patched: Tensor) -> Float[Tensor, "variant batch d_model"]:
-        """The final position's residual stream after patching `entry` of `layer` (positions `start..`)."""
+    def run(self, layer: int, start: int, entry: Entry, patched: Float[Tensor, "variant batch *activation"]
+            ) -> Float[Tensor, "variant batch d_model"]:
+        """The final position's residual stream after patching `entry` of `layer` (positions `start..`): `patched`
+        holds one copy of that activation per variant, in its hook's shape."""
         last = self.cfg.n_layers - 1
         x = patched
         if entry != "resid_post":

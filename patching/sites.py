@@ -13,7 +13,7 @@ from typing import Literal
 
 import einops
 import torch
-from jaxtyping import Bool, Float
+from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from interp.errors import InterpError
@@ -51,7 +51,7 @@ class Site:
     def n_heads(self, n_heads: int, n_kv_heads: int) -> int:
         return n_kv_heads if self.kv else n_heads
 
-    def to_slots(self, act: Tensor) -> Float[Tensor, "batch slot width"]:
+    def to_slots(self, act: Float[Tensor, "batch *activation"]) -> Float[Tensor, "batch slot width"]:
         """Hook-shaped activation -> `[batch, slot, width]`."""
         if self.entry == "pattern":
             return einops.rearrange(act, "b h q k -> b (q h) k")
@@ -59,7 +59,7 @@ class Site:
             return einops.rearrange(act, "b p h e -> b (p h) e")
         return act
 
-    def from_slots(self, slots: Tensor, n_heads: int) -> Tensor:
+    def from_slots(self, slots: Float[Tensor, "*lead slot width"], n_heads: int) -> Tensor:
         """`[..., slot, width]` -> the hook's layout with leading dims kept (pattern: `[..., h, q, k]`)."""
         if self.entry == "pattern":
             return einops.rearrange(slots, "... (q h) k -> ... h q k", h=n_heads)
@@ -67,7 +67,7 @@ class Site:
             return einops.rearrange(slots, "... (p h) e -> ... p h e", h=n_heads)
         return slots
 
-    def slot_positions(self, n_pos: int, n_heads: int) -> Tensor:
+    def slot_positions(self, n_pos: int, n_heads: int) -> Int[Tensor, "slot"]:
         """The position of every slot."""
         return torch.arange(n_pos).repeat_interleave(n_heads) if self.per_head else torch.arange(n_pos)
 

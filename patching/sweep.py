@@ -31,7 +31,7 @@ from interp.loading import load_tokenizer, read_config, resolve_device, verify_c
 from interp.options import check_range
 from interp.outdir import check_out, write_partial_settings
 from interp.progress import progress
-from interp.results import atomic_save_tensors, write_results
+from interp.results import Axes, atomic_save_tensors, axes, input_identity, write_results
 from patching.attribution import attribution_patch, compare
 from patching.engine import Patcher
 from patching.hooked import NOTICE, HookedPatcher
@@ -314,7 +314,35 @@ def run_sweep(target: Path, task_path: Path, out_dir: Path, settings: Settings, 
     figures = [site_heatmap(s, tensors[s], labels, tokens) for s in settings.sites]
     figures.append(top_components({s: tensors[s] for s in settings.sites}, [c.step for c, _ in pairs]))
     return write_results(out, tensors, summary, figures, title=f"Activation patching: {Path(task_path).name}",
-                         analysis="patch", settings=keyed)
+                         analysis="patch", axes=result_axes(tensors, [c.step if c.step is not None else c.label
+                                                                      for c, _ in pairs], tokens),
+                         tokenization={"bos": settings.prepend_bos, "padding": None}, inputs=inputs(pairs, task_path),
+                         settings=keyed)
+
+
+GRID_AXES = {"pos": ("layer", "pos"), "head": ("layer", "head"), "head_pos": ("layer", "head", "pos")}
+
+
+def result_axes(tensors: dict[str, Tensor], steps: Sequence[int | str], tokens: Sequence[str]) -> dict[str, Axes]:
+    """Axis names of every tensor `_assemble` made: checkpoint first (ticks: steps, or the directory name where the
+    step is unknown), then the site's grid (`pos` ticks: the first clean prompt's tokens); the baselines have the
+    checkpoint axis only."""
+    ticks = {"checkpoint": steps, "pos": tokens}
+    out = {name: axes("checkpoint", **ticks) for name in ("clean_metric", "corrupted_metric")}
+    for name in tensors.keys() - out.keys():
+        site = get_site(name.split(".")[0])
+        out[name] = axes("checkpoint", *GRID_AXES[site.grid], **ticks)
+    return out
+
+
+def inputs(pairs: Sequence[tuple[Checkpoint, Checkpoint | None]], task_path: Path) -> list[dict[str, Any]]:
+    """Every checkpoint patched (and its source model, cross-model) and the task file, by content hash."""
+    out = []
+    for ckpt, src in pairs:
+        out.append(input_identity("checkpoint", ckpt.path, step=ckpt.step))
+        if src is not None:
+            out.append(input_identity("source", src.path, step=src.step))
+    return out + [input_identity("task", task_path)]
 
 
 def _str_tokens(tokenizer: Any, ids: Tensor) -> list[str]:

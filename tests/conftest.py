@@ -10,6 +10,16 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("TRITON_INTERPRET", "1")  # a GPU machine runs the real kernels with TRITON_INTERPRET=0
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+# Before anything imports the library: every jaxtyping annotation (and every other annotation) of the three packages
+# is checked at run time by beartype, so a wrongly shaped tensor fails the test that passes it (tests/test_shapes.py
+# proves the checks are live). PEP 484's numeric tower is on: an int is a float, as for mypy. INTERP_SHAPE_CHECKS=0
+# turns the checks off, to time the suite without them.
+if os.environ.get("INTERP_SHAPE_CHECKS", "1") != "0":
+    import jaxtyping
+
+    jaxtyping.install_import_hook(["interp", "patching", "probes"],
+                                  "beartype.beartype(conf=beartype.BeartypeConf(is_pep484_tower=True))")
+
 from pathlib import Path  # noqa: E402
 from typing import Callable  # noqa: E402
 

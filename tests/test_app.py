@@ -1,12 +1,14 @@
 """The explorer (apps/explorer.py) under streamlit's AppTest: every page renders real results directories, the
-numbers it plots are the ones on disk, the live TuCo rerun matches `interp tuco`, analyses start from the app,
-errors show as messages, and `interp app` builds the right streamlit command line."""
+numbers it plots are the ones on disk and its axis labels the ticks summary.json records, analyses start from the
+app, errors show as messages, and `interp app` builds the right streamlit command line."""
 
 from __future__ import annotations
 
+import html
 import json
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -21,7 +23,7 @@ from apptools import explorer as app  # noqa: E402
 
 from apps.views import runner  # noqa: E402
 from apps.views.kinds import find_results, kind_of  # noqa: E402
-from interp.results import read_results, write_results  # noqa: E402
+from interp.results import axes, read_results, write_results  # noqa: E402
 from interp.testing import tiny_checkpoint  # noqa: E402
 
 EXPLORER = str(ROOT / "apps" / "explorer.py")
@@ -60,8 +62,13 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return results
 
 
+NO_INPUTS = {"tokenization": {"bos": True, "padding": None}, "inputs": []}
+
+
 def _synthetic(results: Path) -> None:
-    """Truth, refusal and knowledge results with the tensor names and shapes their commands write."""
+    """Truth, refusal and knowledge results with the tensor names, shapes and axes their commands write."""
+    from interp.commands.directions import refusal_axes, truth_axes
+
     g = torch.Generator().manual_seed(0)
     layers, d = 3, 8
     write_results(results / "truth", {"theta_base": torch.randn(layers, d, generator=g),
@@ -71,17 +78,20 @@ def _synthetic(results: Path) -> None:
                                       "lr_accuracy": torch.rand(2, layers, generator=g),
                                       "nie": torch.rand(2, 2, 2, generator=g)},
                   {"method": "truthfulness directions", "probe_layer": 1, "intervene_layers": [0, 1],
-                   "nie": {"base_dir_in_post": {"true_to_false": 0.1, "false_to_true": 0.2}}}, analysis="truth")
+                   "nie": {"base_dir_in_post": {"true_to_false": 0.1, "false_to_true": 0.2}}}, analysis="truth",
+                  axes=truth_axes(), **NO_INPUTS)
     write_results(results / "refusal", {"direction_base": torch.randn(layers, d, generator=g),
                                         "direction_post": torch.randn(layers, d, generator=g),
                                         "cosine": torch.rand(layers, generator=g),
                                         "baseline": torch.rand(2, 2, generator=g),
                                         "ablation": torch.rand(2, 2, generator=g),
                                         "addition": torch.rand(2, 2, generator=g)},
-                  {"method": "refusal directions", "layer": 1, "pos": -1}, analysis="refusal")
+                  {"method": "refusal directions", "layer": 1, "pos": -1}, analysis="refusal",
+                  axes=refusal_axes(SimpleNamespace(selection=None)), **NO_INPUTS)
     maps = {f"map_{k}": torch.randn(layers, 4, generator=g) for k in ("base", "post", "base_to_post", "post_to_base")}
-    write_results(results / "knowledge", maps, {"method": "knowledge storage", "tokens": ["a", "b", "a", "c"],
-                                                "correlations": {"pearson_base_post": 0.5}}, analysis="knowledge")
+    write_results(results / "knowledge", maps,
+                  {"method": "knowledge storage", "correlations": {"pearson_base_post": 0.5}}, analysis="knowledge",
+                  axes={name: axes("layer", "pos", pos=["a", "b", "a", "c"]) for name in maps}, **NO_INPUTS)
 
 
 def charts(at: AppTest) -> list[dict]:
@@ -108,6 +118,9 @@ def test_patching_heatmap_slider_and_differences(root: Path, monkeypatch: pytest
     [fig] = charts(at)
     assert fig["data"][0]["type"] == "heatmap" and fig["layout"]["title"]["text"] == "resid_pre: step 200"
     torch.testing.assert_close(torch.tensor(fig["data"][0]["z"]), t["resid_pre"][1])
+    tokens = read_results(root / "patch").summary["prompt_tokens"]["clean"]  # the pos ticks label the columns
+    assert fig["data"][0]["x"] == [html.escape(f"{i}:{token}", quote=False) for i, token in enumerate(tokens)]
+    assert fig["data"][0]["y"] == ["L0", "L1"] and fig["layout"]["xaxis"]["title"]["text"] == "pos"
 
     at.select_slider(key="patch_ckpt").set_value("step 100").run()
     at.selectbox(key="patch_site").set_value("z")
@@ -189,7 +202,8 @@ def test_gradients_page_curves_per_projection(root: Path, monkeypatch: pytest.Mo
     torch.testing.assert_close(torch.tensor(by_name["q"]), stored(root / "gradients" / "a")["frobenius.q"])
 
 
-def test_tuco_page_table_histogram_and_live_alpha(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_tuco_page_table_and_histogram_from_the_results_only(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (root.parent / "prompts.txt").write_text("changed since the run\n")  # the page must not read the prompt file
     at = app(root, monkeypatch, root / "tuco")
     t = stored(root / "tuco")
     table = at.dataframe[0].value
@@ -197,21 +211,17 @@ def test_tuco_page_table_histogram_and_live_alpha(root: Path, monkeypatch: pytes
     torch.testing.assert_close(torch.tensor(table["tuco"].to_list()), t["tuco"])
     [hist] = charts(at)
     torch.testing.assert_close(torch.tensor(hist["data"][0]["x"]), t["tuco"])
+    assert not at.text_input and not at.slider  # no live rerun of the models: the explorer reads results only
 
-    # live: the typed prompt's TuCo equals what `interp tuco` stored for it (computed there in a batch)
-    at.text_input(key="tuco_prompt").input(PROMPTS[1]).run()
-    assert not at.exception and not at.error
-    assert float(at.metric[0].value) == pytest.approx(float(t["tuco"][1]), abs=1e-4)
-    # alpha 1 is exactly the fine-tuned model: the continuation is its own greedy one
-    at.number_input(key="tuco_tokens").set_value(3).run()
-    from interp.loading import load
 
-    ft = load(read_results(root / "tuco").summary["fine_tuned"], backend="native")
-    ids = ft.native().generate(ft.to_tokens([PROMPTS[1]]), 3)[0].tolist()
-    assert at.text_area(key="tuco_continuation").value == ft.tokenizer.decode(ids, skip_special_tokens=True)
-    at.slider(key="tuco_alpha").set_value(0.0).run()
-    assert not at.exception and not at.error and float(at.metric[0].value) == pytest.approx(float(t["tuco"][1]),
-                                                                                            abs=1e-4)
+def test_results_without_axes_show_a_message(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "old").mkdir()  # a directory an older interp wrote: no "tensors" entry in its summary
+    save_file({"map_base": torch.zeros(2, 3)}, str(tmp_path / "old" / "results.safetensors"))
+    (tmp_path / "old" / "summary.json").write_text(json.dumps({"analysis": "knowledge"}))
+    (tmp_path / "old" / "report.html").write_text("<p>old</p>")
+    at = app(tmp_path, monkeypatch)
+    assert len(at.error) == 1 and "does not describe the axes of" in at.error[0].value
+    assert "rerun the analysis" in at.error[0].value
 
 
 def test_start_an_analysis_from_the_app(root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -263,7 +273,7 @@ def test_interp_app_command_line(tmp_path: Path) -> None:
     from interp.commands.app import streamlit_command
     from interp.errors import InterpError
 
-    write_results(tmp_path / "r", {"x": torch.zeros(1)}, {}, analysis="patch")
+    write_results(tmp_path / "r", {"x": torch.zeros(1)}, {}, analysis="patch", axes={"x": axes("x")}, **NO_INPUTS)
     cmd = streamlit_command([tmp_path], 8600, "127.0.0.1")
     assert cmd[1:4] == ["-m", "streamlit", "run"] and Path(cmd[4]) == Path(EXPLORER)
     assert cmd[cmd.index("--server.port") + 1] == "8600" and cmd[cmd.index("--server.headless") + 1] == "true"

@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))  # `apps` is a top-level directory of the checkout
 from apps.views.kinds import RESULTS_FILES, find_results  # noqa: E402
 from apptools import explorer, free_port, stop  # noqa: E402
 from clitools import assert_unchanged, assert_user_error, run, tree_state  # noqa: E402
-from interp.results import write_results  # noqa: E402
+from interp.results import axes, write_results  # noqa: E402
 
 INTERP = Path(sys.executable).parent / "interp"  # the console script a user types
 HOSTILE = "<img src=x onerror=alert(1)>"
@@ -40,7 +40,10 @@ def patch_results(out: Path, base: str = "base") -> Path:
     return write_results(out, {"resid_pre": values, "resid_pre.raw": values * 2},
                          {"sites": ["resid_pre"], "checkpoints": [{"step": 1, "path": base}, {"step": 2, "path": base}],
                           "prompt_tokens": {"clean": ["a", HOSTILE, "c"]}, "metric": HOSTILE, "direction": "up",
-                          "n_prompts": 1, "task": f"{HOSTILE}.jsonl"}, analysis="patch")
+                          "n_prompts": 1, "task": f"{HOSTILE}.jsonl"}, analysis="patch",
+                         axes={name: axes("checkpoint", "layer", "pos", checkpoint=[1, HOSTILE],
+                                          pos=["a", HOSTILE, "c"]) for name in ("resid_pre", "resid_pre.raw")},
+                         tokenization={"bos": True, "padding": None}, inputs=[])
 
 
 def health(port: int) -> bytes | None:

@@ -107,9 +107,10 @@ def test_cache_verifies_every_checkpoint_of_a_run_first(broken: dict[str, Path],
 
 # --- --out ----------------------------------------------------------------------------------------------------------
 def _results_of_another_analysis(out: Path) -> None:
-    from interp.results import write_results
+    from interp.results import axes, write_results
 
-    write_results(out, {"x": torch.zeros(2)}, {}, analysis="patch", settings={"a": 1})
+    write_results(out, {"x": torch.zeros(2)}, {}, analysis="patch", axes={"x": axes("x")},
+                  tokenization={"bos": None, "padding": None}, inputs=[], settings={"a": 1})
 
 
 OUTS: dict[str, tuple[Callable[[Path, Path], Path], str]] = {

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from clitools import assert_unchanged, assert_user_error, edit_config, edit_weights, truncate, run, tree_state
-from interp.results import write_results
+from interp.results import axes, write_results
 
 TINY_LINES = [
     {"clean": "the cat sees the ball", "corrupted": "the dog sees the ball", "answer": " the", "wrong": " a"},
@@ -113,7 +113,8 @@ def run_of(env: Env, *archs_or_dirs: str | Path) -> Path:
 
 def results_of(env: Env, analysis: str) -> Path:
     out = env.tmp / "other"
-    write_results(out, {"x": torch.zeros(2)}, {"note": "kept"}, analysis=analysis, settings={"a": 1})
+    write_results(out, {"x": torch.zeros(2)}, {"note": "kept"}, analysis=analysis, axes={"x": axes("x")},
+                  tokenization={"bos": None, "padding": None}, inputs=[], settings={"a": 1})
     return out
 
 

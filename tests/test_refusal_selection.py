@@ -263,6 +263,7 @@ def test_quick_zoo_selection_gives_a_working_result(quick_models: dict[str, Hook
     tokens is the token embedding, the same for every request, so its directions are zero. Arditi et al.'s selection
     must pick layer 1 too, with scores that pass its filters, written and read back consistently. The chat model
     refuses the harmful requests, the base model none of them."""
+    from interp.commands.directions import refusal_axes
     from interp.results import read_results, write_results
     from interp.zoo.data import CHAT_TEMPLATE, is_refusal as zoo_judge
 
@@ -279,7 +280,9 @@ def test_quick_zoo_selection_gives_a_working_result(quick_models: dict[str, Hook
     assert chosen["kl"] <= refusal.KL_MAX and chosen["induce"] >= sel.induce_min
     assert sel.induce_min in (refusal.INDUCE_MIN, float(sel.baseline[1]))
 
-    out = write_results(tmp_path / "refusal", res.tensors(), res.summary(), [], title="refusal", analysis="refusal")
+    out = write_results(tmp_path / "refusal", res.tensors(), res.summary(), [], title="refusal", analysis="refusal",
+                        axes=refusal_axes(res), tokenization={"bos": "as the template writes it", "padding": "left"},
+                        inputs=[])
     back = read_results(out)
     table = back.tensors["selection_scores"]
     summary = back.summary

@@ -21,7 +21,7 @@ from interp.errors import InterpError
 from interp.options import check_positions, check_range, parse_int_list, parse_names
 from interp.outdir import check_out, replace_dir, scratch_dir
 from interp.progress import progress
-from interp.results import read_results, strict_json, write_results
+from interp.results import axes, read_results, strict_json, write_results
 
 
 def damaged(src: Path, dst: Path, edit: Callable[[dict[str, torch.Tensor]], None]) -> Path:
@@ -112,6 +112,7 @@ def test_weights_hash_follows_the_content(tiny_dir: Callable[[str], Path], tmp_p
 
 def _results(out: Path, value: float = 1.0, analysis: str = "patch", settings: dict | None = None) -> Path:
     return write_results(out, {"x": torch.full((2, 3), value)}, {"score": value}, [], title="t", analysis=analysis,
+                         axes={"x": axes("row", "column")}, tokenization={"bos": None, "padding": None}, inputs=[],
                          settings=settings or {"a": 1})
 
 
@@ -187,7 +188,7 @@ def test_non_finite_results_are_refused_and_summaries_are_strict_json(tmp_path: 
         _results(tmp_path / "nan", float("nan"))
     assert not (tmp_path / "nan").exists()
     out = write_results(tmp_path / "ok", {"x": torch.ones(1)}, {"r": [1.0, float("inf")], "s": float("nan")}, [],
-                        analysis="patch")
+                        analysis="patch", axes={"x": axes("x")}, tokenization={"bos": None, "padding": None}, inputs=[])
     text = (out / "summary.json").read_text()
     summary = json.loads(text, parse_constant=lambda c: pytest.fail(f"non-strict JSON constant {c}"))
     assert summary["r"] == [1.0, None] and summary["s"] is None
@@ -197,7 +198,7 @@ def test_non_finite_results_are_refused_and_summaries_are_strict_json(tmp_path: 
 
 def test_report_titles_are_escaped(tmp_path: Path) -> None:
     out = write_results(tmp_path / "r", {"x": torch.ones(1)}, {}, [], title="<img src=x onerror=alert(1)>.jsonl",
-                        analysis="patch")
+                        analysis="patch", axes={"x": axes("x")}, tokenization={"bos": None, "padding": None}, inputs=[])
     page = (out / "report.html").read_text()
     assert "<img" not in page and "&lt;img src=x onerror=alert(1)&gt;" in page
 

@@ -79,3 +79,36 @@ def lines(curves: Mapping[str, Sequence[float] | torch.Tensor], x: Sequence[floa
 def unique_labels(tokens: Sequence[str]) -> list[str]:
     """Axis labels for tokens: plotly merges equal category labels, so each is prefixed with its position."""
     return [f"{i}:{t}" for i, t in enumerate(tokens)]
+
+
+def axes_of(results: Results, name: str) -> dict[str, list[Any]]:
+    """{axis name: tick labels} of the tensor `name`, outermost first, as summary.json describes it (0, 1, 2, ...
+    for an axis without ticks)."""
+    described = results.summary.get("tensors", {}).get(name)
+    if not isinstance(described, dict) or name not in results.tensors:
+        raise InterpError(f"{results.path}: summary.json does not describe the axes of {name!r} (written by an "
+                          "older interp, or by another tool)", fix="rerun the analysis that wrote it")
+    ticks = described.get("ticks", {})
+    shape = results.tensors[name].shape
+    return {axis: list(ticks.get(axis, range(n))) for axis, n in zip(described["axes"], shape)}
+
+
+def tick_labels(axis: str, ticks: Sequence[Any]) -> list[str]:
+    """Labels of one axis: `L3` for layers, `H2` for heads, `step 300` for a checkpoint's step, `i:token` for other
+    text ticks, else the tick."""
+    if axis in ("layer", "head"):
+        return [f"{axis[0].upper()}{t}" for t in ticks]
+    if axis == "checkpoint":
+        return [f"step {t}" if isinstance(t, int) else str(t) for t in ticks]
+    return unique_labels([str(t) for t in ticks]) if any(isinstance(t, str) for t in ticks) else [str(t) for t in ticks]
+
+
+def grid(values: torch.Tensor, axes: Mapping[str, Sequence[Any]]
+         ) -> tuple[torch.Tensor, list[str], list[str], str, str]:
+    """A tensor as a 2-D grid: its last axis across, the others down (`L0H1` rows for [layer, head, ...]); returns
+    (values, row labels, column labels, column title, row title)."""
+    *row_axes, column = axes
+    rows = [""]
+    for axis in row_axes:
+        rows = [row + label for row in rows for label in tick_labels(axis, axes[axis])]
+    return values.reshape(len(rows), -1), rows, tick_labels(column, axes[column]), column, ", ".join(row_axes)

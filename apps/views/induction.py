@@ -6,9 +6,10 @@ import streamlit as st
 import torch
 from torch import Tensor
 
-from apps.views.common import lines
-from interp.dynamics.induction import SCORE_NAMES as SCORES
+from apps.views.common import axes_of, lines
 from interp.results import Results
+
+HEAD_AXES = ["checkpoint", "layer", "head"]
 
 
 def top_heads(scores: Tensor, k: int) -> list[str]:
@@ -30,8 +31,9 @@ def head_curves(scores: Tensor, heads: list[str]) -> dict[str, Tensor]:
 def render(results: Results) -> None:
     """Per-head score curves, the ICL score curve, and the detected formation steps."""
     t = results.tensors
-    steps = t["steps"].tolist() if "steps" in t else results.summary.get("steps", list(range(t["induction"].shape[0])))
-    name = st.selectbox("score", [s for s in SCORES if s in t], key="ind_score")
+    steps = axes_of(results, "icl_score")["checkpoint"]
+    scored = [n for n, described in results.summary.get("tensors", {}).items() if described.get("axes") == HEAD_AXES]
+    name = st.selectbox("score", scored, key="ind_score")
     scores = t[name]
     n_layers, n_heads = scores.shape[1:]
     every = [f"L{l}H{h}" for l in range(n_layers) for h in range(n_heads)]

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from interp.results import ANALYSES, REPORT_FILE, SUMMARY_FILE, TENSORS_FILE, Results
+from interp.results import REPORT_FILE, SUMMARY_FILE, TENSORS_FILE, Results
 
 RESULTS_FILES = (TENSORS_FILE, SUMMARY_FILE, REPORT_FILE)
 
 
 def kind_of(results: Results) -> str | None:
-    """The analysis behind `results`, as `write_results` recorded it; None for directories from other tools."""
+    """The analysis behind `results`, as `write_results` recorded it; None for directories from other tools (the
+    explorer decides which page, if any, shows each analysis)."""
     declared = results.summary.get("analysis")
-    return declared if declared in ANALYSES else None
+    return declared if isinstance(declared, str) else None
 
 
 def missing_files(path: Path) -> list[str]:

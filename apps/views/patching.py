@@ -10,11 +10,10 @@ import plotly.graph_objects as go
 import streamlit as st
 from torch import Tensor
 
-from apps.views.common import heatmap, literal, load_results
+from apps.views.common import axes_of, grid, heatmap, literal, load_results, tick_labels
 from apps.views.kinds import kind_of
 from interp.errors import InterpError
 from interp.results import Results
-from patching.report import _grid as grid
 
 
 def sites(results: Results) -> list[str]:
@@ -22,10 +21,9 @@ def sites(results: Results) -> list[str]:
     return [s for s in results.summary.get("sites", []) if s in results.tensors]
 
 
-def checkpoint_labels(results: Results) -> list[str]:
-    """'step 300' per checkpoint (its index when the step is unknown)."""
-    ckpts = results.summary.get("checkpoints", [])
-    return [f"step {c['step']}" if c.get("step") is not None else f"checkpoint {i}" for i, c in enumerate(ckpts)]
+def checkpoint_labels(results: Results, site: str) -> list[str]:
+    """'step 300' per checkpoint (its directory name when the step is unknown), from the site's checkpoint ticks."""
+    return tick_labels("checkpoint", axes_of(results, site)["checkpoint"])
 
 
 def site_values(results: Results, site: str, raw: bool) -> Tensor:
@@ -41,10 +39,12 @@ def difference(a: Tensor, b: Tensor, what: str) -> Tensor:
     return a - b
 
 
-def _figure(values: Tensor, site: str, tokens: Sequence[str], title: str) -> go.Figure:
-    z, rows, cols = grid(values, site, tokens)
-    return heatmap(z, cols, rows, title, "head" if cols[:1] == ["H0"] else "position",
-                   "layer, head" if values.ndim == 3 else "layer")
+def _figure(values: Tensor, results: Results, site: str, title: str) -> go.Figure:
+    """One checkpoint's effects as a heatmap, rows and columns labelled by the site's axes after `checkpoint`."""
+    axes = axes_of(results, site)
+    del axes["checkpoint"]
+    z, rows, cols, x_title, y_title = grid(values, axes)
+    return heatmap(z, cols, rows, title, x_title, y_title)
 
 
 def render(results: Results, others: Sequence[Path]) -> None:
@@ -52,24 +52,23 @@ def render(results: Results, others: Sequence[Path]) -> None:
     names = sites(results)
     if not names:
         raise InterpError(f"{results.path} lists no patched sites", fix="rerun `interp patch`")
-    labels = checkpoint_labels(results) or [f"checkpoint {i}" for i in range(results.tensors[names[0]].shape[0])]
-    tokens = results.summary.get("prompt_tokens", {}).get("clean", [])
     s = results.summary
     st.caption(literal(f"metric {s.get('metric')} ({s.get('direction')}), {s.get('n_prompts')} prompts; "
                        "normalised: 0 = corrupted run, 1 = clean run"))
     left, right = st.columns(2)
     site = left.selectbox("site", names, key="patch_site")
     raw = right.toggle("raw metric", key="patch_raw")
+    labels = checkpoint_labels(results, site)
     values = site_values(results, site, raw)
     label = st.select_slider("checkpoint", labels, value=labels[-1], key="patch_ckpt") if len(labels) > 1 else labels[0]
     index = labels.index(label)
-    st.plotly_chart(_figure(values[index], site, tokens, f"{site}: {label}"), key="patch_heatmap")
+    st.plotly_chart(_figure(values[index], results, site, f"{site}: {label}"), key="patch_heatmap")
 
     mode = st.radio("difference", ["none", "two checkpoints", "two models"], horizontal=True, key="patch_mode")
     if mode == "two checkpoints":
         other = st.selectbox("minus checkpoint", labels, index=0, key="patch_other_ckpt")
         diff = difference(values[index], values[labels.index(other)], "checkpoints")
-        st.plotly_chart(_figure(diff, site, tokens, f"{site}: {label} - {other}"), key="patch_diff")
+        st.plotly_chart(_figure(diff, results, site, f"{site}: {label} - {other}"), key="patch_diff")
     elif mode == "two models":
         candidates = [p for p in others if p != results.path and kind_of(load_results(p)) == "patch"]
         if not candidates:
@@ -81,5 +80,5 @@ def render(results: Results, others: Sequence[Path]) -> None:
             raise InterpError(f"{path} has no site {site}", fix=f"choose one of {', '.join(sites(other))}")
         theirs = site_values(other, site, raw)
         diff = difference(values[index], theirs[min(index, theirs.shape[0] - 1)], "models")
-        st.plotly_chart(_figure(diff, site, tokens, f"{site}: {results.path.name} - {path.name} ({label})"),
+        st.plotly_chart(_figure(diff, results, site, f"{site}: {results.path.name} - {path.name} ({label})"),
                         key="patch_diff")

@@ -21,6 +21,43 @@ def path_setting(path: Path | None) -> str | None:
     return None if path is None else str(Path(path).expanduser().resolve())
 
 
+def pair_inputs(base: Path, post: Path, files: list[tuple[str, Path | None]]) -> list[dict[str, Any]]:
+    """`write_results`' inputs of a base/post analysis: both checkpoints, then each (role, file) given."""
+    from interp.results import input_identity
+
+    return [input_identity("base", base), input_identity("post", post),
+            *(input_identity(role, path) for role, path in files if path is not None)]
+
+
+def truth_axes() -> dict[str, Any]:
+    """Axes of `TruthResult.tensors()`: `owner` (whose direction) and `model` are base/post, `label` the statements'
+    truth, `effect` the two NIEs."""
+    from interp.finetuning.truth import ROLES
+    from interp.results import axes
+
+    ticks = {"owner": ROLES, "model": ROLES, "label": ("true", "false"), "effect": ("true_to_false", "false_to_true")}
+    return {"theta_base": axes("layer", "d_model"), "theta_post": axes("layer", "d_model"), "cosine": axes("layer"),
+            "mm_accuracy": axes("owner", "model", "layer", **ticks), "lr_accuracy": axes("model", "layer", **ticks),
+            "pd_clean": axes("model", "label", **ticks), "pd_steered": axes("owner", "model", "label", **ticks),
+            "nie": axes("owner", "model", "effect", **ticks)}
+
+
+def refusal_axes(res: Any) -> dict[str, Any]:
+    """Axes of `RefusalResult.tensors()`: `owner` (whose direction) and `model` are base/post; the selection scores
+    are ticked by the candidate positions and layers searched."""
+    from interp.finetuning.refusal import ROLES, SCORES
+    from interp.results import axes
+
+    ticks = {"owner": ROLES, "model": ROLES, "kind": ("harmful", "harmless")}
+    out = {"direction_base": axes("layer", "d_model"), "direction_post": axes("layer", "d_model"),
+           "cosine": axes("layer"), "baseline": axes("model", "kind", **ticks),
+           "ablation": axes("owner", "model", **ticks), "addition": axes("owner", "model", **ticks)}
+    if res.selection is not None:
+        out["selection_scores"] = axes("position", "layer", "score", position=res.selection.positions,
+                                       layer=res.selection.layers, score=SCORES)
+    return out
+
+
 def check_pair(base: Path, post: Path, device: str) -> Any:
     """Before loading: the device usable, both checkpoints complete and sound, and of one architecture, shapes and
     tokenizer. Returns the base checkpoint's `ModelSummary` (layers, context), read without loading weights."""
@@ -144,7 +181,9 @@ def run_truth(base: Path, post: Path, out: Path, data: list[Path], eval_path: Pa
                grouped_bars(nies, f"NIE of steering at layers {res.intervene_layers} (direction from layer "
                                   f"{res.probe_layer})", "NIE")]
     path = write_results(out, res.tensors(), summary, figures, title=f"Truth directions: {post.name} vs {base.name}",
-                         analysis="truth", settings=settings)
+                         analysis="truth", axes=truth_axes(), tokenization={"bos": bos, "padding": "left"},
+                         inputs=pair_inputs(base, post, [("data", p) for p in data] + [("eval", eval_path)]),
+                         settings=settings)
     for j, m in enumerate(ROLES):
         mass = float(res.answer_mass[j].mean())
         if mass < ANSWER_MASS_WARNING:
@@ -249,7 +288,8 @@ def run_refusal(base: Path, post: Path, out: Path, data: Path | None = None, lay
                             "refusal score")]
     path = write_results(out, res.tensors(), summary, figures,
                          title=f"Refusal directions: {post.name} vs {base.name}", analysis="refusal",
-                         settings=settings)
+                         axes=refusal_axes(res), tokenization={"bos": "as the template writes it", "padding": "left"},
+                         inputs=pair_inputs(base, post, [("data", data)]), settings=settings)
     for m, refuses_none in summary.get("baseline_refuses_none", {}).items():
         if refuses_none:
             warn(f"the {m} model ({base if m == 'base' else post}) refused none of the {len(test[0])} harmful test "

@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 from typing import Any, Optional
 
-import click
 import typer
 from typer.core import TyperGroup
 
@@ -21,7 +20,7 @@ PARTIAL_DIR = "partial"  # per-checkpoint scores, kept beside the results for re
 class _ScoresByDefault(TyperGroup):
     """`interp induction RUN ...` means `interp induction scores RUN ...`."""
 
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+    def parse_args(self, ctx: typer.core._click.Context, args: list[str]) -> list[str]:  # typer vendors click
         if args and args[0] not in self.commands and not args[0].startswith("-"):
             args = ["scores", *args]
         return super().parse_args(ctx, args)
@@ -128,7 +127,7 @@ def run_induction(run: Path, out: Path, seq_len: int = 50, batch: int = 10, text
     from interp.options import check_range
     from interp.outdir import write_partial_settings
     from interp.progress import progress
-    from interp.results import write_results
+    from interp.results import input_identity, write_results
 
     settings = _settings(run, seq_len, batch, text, threshold, seed, use_clamps, device)
     out = check_out(out, "induction", settings, force)
@@ -179,16 +178,26 @@ def run_induction(run: Path, out: Path, seq_len: int = 50, batch: int = 10, text
         "induction_heads": heads,
         "top_heads": _top_heads(tensors["induction"][-1]),
         "final_checkpoint": final,
-        "tensors": {"induction|previous_token|duplicate_token|prefix_matching|copying": "[checkpoint, layer, head]",
-                    "icl_score|loss": "[checkpoint]", "loss_by_position": "[checkpoint, pos-1]: loss on token t+1",
-                    "steps": "[checkpoint]"},
+        "loss_by_position": "the loss at position pos is that of predicting token pos + 1",
     }
     scores = {name: tensors[name] for name in SCORE_NAMES}
     figures = [*score_curves(steps, scores, formation),
                loss_curves(steps, tensors["icl_score"], tensors["loss"], formation),
                *heatmaps(steps, {k: scores[k] for k in ("induction", "previous_token")})]
+    inputs = [input_identity("checkpoint", c.path, step=c.step) for c in ckpts]
     return write_results(out, tensors, summary, figures, title=f"induction heads: {checkpoints.path.name}",
-                         analysis="induction", settings=settings)
+                         analysis="induction", axes=_axes(tensors, steps),
+                         tokenization={"bos": bos is not None, "padding": None},
+                         inputs=inputs + ([input_identity("text", text)] if text is not None else []),
+                         settings=settings)
+
+
+def _axes(tensors: dict[str, Any], steps: list[int]) -> dict[str, Any]:
+    """Scores [checkpoint, layer, head]; `loss_by_position` [checkpoint, pos]; the rest [checkpoint] (ticks: steps)."""
+    from interp.results import axes
+
+    by_ndim = {1: ("checkpoint",), 2: ("checkpoint", "pos"), 3: ("checkpoint", "layer", "head")}
+    return {name: axes(*by_ndim[value.ndim], checkpoint=steps) for name, value in tensors.items()}
 
 
 def _report(summary: dict[str, Any], threshold: float) -> list[str]:

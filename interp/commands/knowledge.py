@@ -48,7 +48,7 @@ def run_knowledge(base: Path, post: Path, out: Path, data: Path | None = None, n
     """Patching maps, their correlations and entropy neurons, written as a results directory; every input checked
     before the models are loaded (prompt lengths before any patching)."""
     from interp.commands.backend import is_native
-    from interp.commands.directions import check_pair, load_pair, path_setting
+    from interp.commands.directions import check_pair, load_pair, pair_inputs, path_setting
     from interp.finetuning.figures import heatmaps, scatter_log
     from interp.finetuning.knowledge import knowledge_maps, knowledge_prompts, normalize, pair_statements
     from interp.finetuning.truth import few_shot_lines, label_ids
@@ -97,8 +97,20 @@ def run_knowledge(base: Path, post: Path, out: Path, data: Path | None = None, n
                                    f"Last-layer neurons: LogitVar vs output norm (entropy-candidate IoU {ent.iou:.2f})",
                                    "|w_out|", "LogitVar"))
     return write_results(out, res.tensors() | (ent.tensors() if ent is not None else {}), summary, figures,
-                         title=f"Knowledge storage: {post.name} vs {base.name}",
-                         analysis="knowledge", settings=settings)
+                         title=f"Knowledge storage: {post.name} vs {base.name}", analysis="knowledge",
+                         axes=knowledge_axes(res, ent), tokenization={"bos": bos, "padding": None},
+                         inputs=pair_inputs(base, post, [("data", data)]), settings=settings)
+
+
+def knowledge_axes(res: Any, ent: Any) -> dict[str, Any]:
+    """Maps [layer, pos] (ticks: the prompt's tokens); entropy statistics [neuron] and candidates [candidate]."""
+    from interp.results import axes
+
+    out = {name: axes("layer", "pos", pos=res.tokens) for name in res.tensors()}
+    if ent is not None:
+        out |= {name: axes("candidate" if name.startswith("entropy_candidates") else "neuron")
+                for name in ent.tensors()}
+    return out
 
 
 @app.command()

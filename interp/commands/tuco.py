@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import typer
 
@@ -72,7 +72,7 @@ def run_tuco(base: Path, ft: Path, prompts: Path, out: Path, prompts_b: Path | N
     from interp.commands.backend import require_native
     from interp.loading import load, load_tokenizer, resolve_device, verify_checkpoint
     from interp.outdir import check_out
-    from interp.results import write_results
+    from interp.results import input_identity, write_results
 
     settings = {"base": _absolute(base), "fine_tuned": _absolute(ft), "prompts": _absolute(prompts),
                 "prompts_b": _absolute(prompts_b), "alphas": list(alphas),
@@ -135,7 +135,22 @@ def run_tuco(base: Path, ft: Path, prompts: Path, out: Path, prompts_b: Path | N
                *alpha_curves(list(alphas), {names[k] or k: tensors["behaviour" + ("" if k == "a" else "_b")]
                                             for k in results},
                              {names[k] or k: sweeps[k].kl for k in results}, behaviour_name)]
-    return write_results(out, tensors, summary, figures, title=title, analysis="tuco", settings=settings)
+    inputs = [input_identity("base", base), input_identity("fine_tuned", ft)]
+    inputs += [input_identity("prompts" if key == "a" else "prompts_b", file) for key, file in files.items()]
+    return write_results(out, tensors, summary, figures, title=title, analysis="tuco",
+                         axes=tensor_axes(tensors, sets, alphas), tokenization={"bos": prepend_bos, "padding": "left"},
+                         inputs=inputs, settings=settings)
+
+
+def tensor_axes(tensors: dict[str, Any], sets: dict[str, list[str]], alphas: Sequence[str]) -> dict[str, Any]:
+    """Per prompt set (`_b` suffix: the second): tuco and output_co [prompt], ptc and ftc [prompt, layer],
+    behaviour [alpha], kl [alpha, prompt]; `alphas` [alpha, layer]. Ticks: the prompts' texts and the alphas given."""
+    from interp.results import axes
+
+    names = {"tuco": ("prompt",), "output_co": ("prompt",), "ptc": ("prompt", "layer"), "ftc": ("prompt", "layer"),
+             "behaviour": ("alpha",), "kl": ("alpha", "prompt"), "alphas": ("alpha", "layer")}
+    return {name: axes(*names[name.removesuffix("_b")], prompt=sets["b" if name.endswith("_b") else "a"],
+                       alpha=alphas) for name in tensors}
 
 
 def _absolute(path: Path | None) -> str | None:

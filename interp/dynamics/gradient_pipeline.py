@@ -25,7 +25,7 @@ from interp.dynamics.gradient_run import LayerGradients, layer_gradients, summar
 from interp.errors import InterpError
 from interp.options import check_range
 from interp.outdir import check_out, write_partial_settings
-from interp.results import write_results
+from interp.results import Axes, axes, input_identity, write_results
 
 PARTIAL_DIR = "partial"
 SIDES = ("a", "b")
@@ -129,7 +129,8 @@ def run_gradients(conditions: Sequence[Condition], out: Path, options: Options, 
     if len(parts) == 1:
         tensors, summary = parts[0]
         write_results(out, tensors, summary, figures({conditions[0].label: results[0]}),
-                      title=f"Layer gradients: {conditions[0].label}", analysis="gradients", settings=settings)
+                      title=f"Layer gradients: {conditions[0].label}", analysis="gradients",
+                      **record(prepared, tensors), settings=settings)
     else:
         summary = _write_comparison(out, prepared, results, parts, settings)
     shutil.rmtree(out / PARTIAL_DIR, ignore_errors=True)
@@ -178,8 +179,29 @@ def _write_comparison(out: Path, prepared: list[Prepared], results: list[LayerGr
                "relative_difference": relative_differences(*results), "mad_markdown": mad_markdown(labelled)}
     labels = " vs ".join(labelled)
     write_results(out, tensors, summary, figures(labelled), title=f"Layer gradients: {labels}", analysis="gradients",
-                  settings=settings)
+                  **record(prepared, tensors), settings=settings)
     for side, p, r, (side_tensors, side_summary) in zip(SIDES, prepared, results, parts):
         write_results(out / side, side_tensors, side_summary, figures({p.condition.label: r}),
-                      title=f"Layer gradients: {p.condition.label}", analysis="gradients", settings=settings)
+                      title=f"Layer gradients: {p.condition.label}", analysis="gradients",
+                      **record([p], side_tensors), settings=settings)
     return summary
+
+
+def tensor_axes(name: str) -> Axes:
+    """Axes of a gradient tensor (`a.`/`b.` prefixes aside): curves [layer], `samples.*` [sample, layer], `loss` and
+    `n_response` [sample] (samples in the data file's order)."""
+    if name.endswith(("loss", "n_response")):
+        return axes("sample")
+    return axes("sample", "layer") if "samples." in name else axes("layer")
+
+
+def record(prepared: Sequence[Prepared], tensors: dict[str, Any]) -> dict[str, Any]:
+    """`write_results`' axes, tokenisation (BOS per condition when they differ; right padding) and inputs (each
+    condition's checkpoint and data file, roles prefixed `a.`/`b.` in a comparison)."""
+    bos = {side: p.prepend_bos for side, p in zip(SIDES, prepared)}
+    prefixes = [f"{side}." if len(prepared) == 2 else "" for side in SIDES]
+    inputs = [input_identity(f"{prefix}{role}", path) for prefix, p in zip(prefixes, prepared)
+              for role, path in (("model", p.root), ("data", p.condition.data))]
+    return {"axes": {name: tensor_axes(name) for name in tensors},
+            "tokenization": {"bos": bos["a"] if len(set(bos.values())) == 1 else bos, "padding": "right"},
+            "inputs": inputs}

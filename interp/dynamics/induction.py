@@ -94,7 +94,7 @@ def detect_head(pattern: Float[Tensor, "query key"], target: Bool[Tensor, "query
 
 
 @torch.no_grad()
-def detect_heads(nt: NativeTransformer, prompts: Sequence[Int[Tensor, " pos"]], kind: TargetKind, *,
+def detect_heads(nt: NativeTransformer, prompts: Sequence[Int[Tensor, " _pos"]], kind: TargetKind, *,
                  exclude_bos: bool = False, exclude_current_token: bool = False,
                  error_measure: Literal["mul", "abs"] = "mul",
                  forward: Forward | None = None) -> Float[Tensor, "layer head"]:
@@ -133,8 +133,8 @@ class Probe:
     """The token batches every checkpoint of a run is scored on (the same ones for all, so curves compare)."""
 
     repeats: Int[Tensor, "batch pos"]  # [BOS, r, r]: induction, previous-token, duplicate-token, ICL fallback
-    prefix: Int[Tensor, "batch pos"]  # [BOS, r, r, r, r]: prefix matching
-    icl: Int[Tensor, "batch pos"] | None  # documents for the in-context-learning score (None: the repeats)
+    prefix: Int[Tensor, "batch prefix_pos"]  # [BOS, r, r, r, r]: prefix matching
+    icl: Int[Tensor, "document doc_pos"] | None  # documents for the in-context-learning score (None: the repeats)
     early: list[int]  # token positions whose loss is "early in context"
     late: list[int]  # token positions whose loss is "late in context"
     icl_source: str

@@ -25,7 +25,7 @@ from torch import Tensor
 
 from interp.errors import InterpError
 from interp.options import check_context
-from interp.models.native import KV, NativeTransformer
+from interp.models.native import KV, NativeTransformer, PastKV
 from interp.progress import progress as progress_bar
 
 Alpha = float | Sequence[float] | Tensor
@@ -68,8 +68,8 @@ class PairPass:
 
 def pair_pass(pt: NativeTransformer, ft: NativeTransformer, resid: Float[Tensor, "batch pos d_model"],
               positions: Int[Tensor, "batch pos"], alphas: Sequence[float],
-              past_kvs: Sequence[tuple[KV, KV]] | None = None, key_mask: Int[Tensor, "batch key"] | None = None
-              ) -> PairPass:
+              past_kvs: Sequence[tuple[PastKV, PastKV]] | None = None,
+              key_mask: Int[Tensor, "batch key"] | None = None) -> PairPass:
     """x_{l+1} = x_l + PTC_l + alpha_l FTC_l for every block, both blocks reading x_l (the paper's Algorithm 1)."""
     rope_pt, rope_ft = pt.rope(resid, positions), ft.rope(resid, positions)
     ptc_last, ftc_last, kvs = [], [], []
@@ -97,7 +97,8 @@ class ScaledPair:
         self.cfg, self.positions, self.embed, self.unembed = ft.cfg, ft.positions, ft.embed, ft.unembed
 
     def run_blocks(self, resid: Float[Tensor, "batch pos d_model"], positions: Int[Tensor, "batch pos"],
-                   past_kvs: Sequence[tuple[KV, KV]] | None = None, key_mask: Int[Tensor, "batch key"] | None = None
+                   past_kvs: Sequence[tuple[PastKV, PastKV]] | None = None,
+                   key_mask: Int[Tensor, "batch key"] | None = None
                    ) -> tuple[Float[Tensor, "batch pos d_model"], list[tuple[KV, KV]]]:
         """The scaled stack on `resid`; the caches are (pre-trained, fine-tuned) pairs per layer."""
         run = pair_pass(self.pt, self.ft, resid, positions, self.alphas, past_kvs, key_mask)

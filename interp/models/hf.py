@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, TypeVar
 
 import torch
 from transformers import PreTrainedConfig, PreTrainedModel
 
 from interp.models.hooked import HookedModel, ModelSummary
+
+HFModel = TypeVar("HFModel", bound="HFBackedModel")  # not `typing.Self`: beartype checks methods one by one
 
 
 def summary_from_config(cfg: PreTrainedConfig, n_params: int) -> ModelSummary:
@@ -58,8 +60,8 @@ class HFBackedModel(HookedModel):
         self.config = hf_model.config
 
     @classmethod
-    def from_dir(cls, path: Path, device: torch.device, dtype: torch.dtype, step: int | None,
-                 tokenizer: Any | None = None) -> Self:
+    def from_dir(cls: type[HFModel], path: Path, device: torch.device, dtype: torch.dtype, step: int | None,
+                 tokenizer: Any | None = None) -> HFModel:
         """Load a checkpoint directory with eager attention (`interp.load` validates the directory first)."""
         from interp.loading import load_tokenizer
         from interp.models.convert import load_hf_causal_lm

@@ -26,7 +26,11 @@ from torch import Tensor, nn
 from interp.errors import InterpError
 
 HookFn = Callable[[Tensor, str], "Tensor | None"]
-KV = tuple[Float[Tensor, "batch kv_head key d_head"], Float[Tensor, "batch kv_head key d_head"]]
+KV = tuple[Float[Tensor, "batch kv_head key d_head"], Float[Tensor, "batch kv_head key d_head"]]  # every key so far
+PastKV = tuple[Float[Tensor, "batch kv_head past d_head"], Float[Tensor, "batch kv_head past d_head"]]  # earlier keys
+# a pass's own keys/values per variant, when several variants ran at once (no past: it is shared, not repeated)
+VariantKV = tuple[Float[Tensor, "#variant batch kv_head pos d_head"],
+                  Float[Tensor, "#variant batch kv_head pos d_head"]]
 Rope = dict[str | None, tuple[Tensor, Tensor]]  # rotary type -> (cos, sin), each [batch, pos, rotary_dim]
 Entry = Literal["resid_pre", "q", "k", "v", "pattern", "z", "attn_out", "resid_mid", "mlp_out"]
 ENTRIES: tuple[str, ...] = ("resid_pre", "q", "k", "v", "pattern", "z", "attn_out", "resid_mid", "mlp_out")
@@ -184,18 +188,18 @@ def rotate(x: Float[Tensor, "... pos head d_head"], cos: Tensor, sin: Tensor, ro
 class Step:
     """What the blocks of one pass share: rotary tables of the positions computed, padding, and the engine's options.
 
-    `past[layer]` holds keys/values `[batch, kv_head, key, d_head]` of earlier positions (a cache, or the base run's
+    `past[layer]` holds keys/values `[batch, kv_head, past, d_head]` of earlier positions (a cache, or the base run's
     of every position: only the first `start` are attended to). `last` computes only the final position's output
     (the patching engine's last layer, whose metric reads nothing else)."""
 
     rope: Rope | None
-    past: Sequence[KV | None] | None = None
+    past: Sequence[PastKV | None] | None = None
     start: int | None = None  # number of earlier positions; None = every key in `past`
     key_mask: Int[Tensor, "batch key"] | None = None  # 1 = token, 0 = padding, over past and new keys
     last: bool = False
     base: Callable[[str], Tensor] | None = field(default=None, repr=False)  # block-relative hook -> base activation
 
-    def past_kv(self, layer: int) -> KV | None:
+    def past_kv(self, layer: int) -> PastKV | None:
         if self.past is None or self.past[layer] is None:
             return None
         k, v = self.past[layer]
@@ -241,9 +245,10 @@ class Attention(nn.Module):
             self._fused = key, fused
         return fused
 
-    def qkv(self, x: Float[Tensor, "variant batch pos d_model"]) -> tuple[Tensor, Tensor, Tensor]:
-        """Queries, keys and values `[variant, batch, pos, head, d_head]`: the projections' outputs (before clipping,
-        QK-norm and rotary)."""
+    def qkv(self, x: Float[Tensor, "variant batch pos d_model"]) -> tuple[
+            Float[Tensor, "variant batch pos head d_head"], Float[Tensor, "variant batch pos kv_head d_head"],
+            Float[Tensor, "variant batch pos kv_head d_head"]]:
+        """Queries, keys and values: the projections' outputs (before clipping, QK-norm and rotary)."""
         W_Q, W_K, W_V, b_Q, b_K, b_V, _ = self.fused()
         out = [self.hooks.variant(f"{self.prefix}.hook_{name}", (x @ W + b).unflatten(-1, (-1, self.cfg.d_head)))
                for name, W, b in (("q", W_Q, b_Q), ("k", W_K, b_K), ("v", W_V, b_V))]
@@ -279,9 +284,13 @@ class Attention(nn.Module):
             allowed = allowed & key_mask[:, None, :].bool() | (key_pos[None, :] == query_pos[:, None])
         return allowed
 
-    def attend(self, q: Tensor, k: Tensor, v: Tensor, step: Step) -> tuple[Tensor, KV]:
-        """z `[variant, batch, pos, head, d_head]` of (rotated) queries attending to earlier keys/values then the new
-        ones, and the keys/values of this pass (past included, variant axis dropped when it has size 1).
+    def attend(self, q: Float[Tensor, "#variant batch pos head d_head"],
+               k: Float[Tensor, "#variant batch pos kv_head d_head"],
+               v: Float[Tensor, "#variant batch pos kv_head d_head"],
+               step: Step) -> tuple[Float[Tensor, "variant batch query head d_head"], KV | VariantKV]:
+        """z of (rotated) queries attending to earlier keys/values then the new ones (`query` is `pos`, or 1 with
+        `step.last`), and the keys/values of this pass: past included when k and v have one variant (the axis is
+        dropped), else this pass's own, with the variant axis.
 
         Earlier keys are shared by every variant: the variant axis is folded into the query axis for them."""
         past = step.past_kv(self.layer)
@@ -313,9 +322,10 @@ class Attention(nn.Module):
             z_past = einops.rearrange(pattern[..., :n_past], "V b kv m s -> b kv (V m) s") @ past[1]
             z = einops.rearrange(z_past, "b kv (V m) e -> V b kv m e", V=n_var) + z
         z = einops.rearrange(z, "V b kv (g n) e -> V b n (kv g) e", g=g)
-        if past is not None and k.shape[0] == 1:
+        single = k.shape[0] == v.shape[0] == 1  # a patched k or v: both keep the variant axis
+        if past is not None and single:
             k, v = (torch.cat((p.expand(t.shape[1], -1, -1, -1), t[0]), dim=2) for p, t in zip(past, (k, v)))
-        elif k.shape[0] == 1:
+        elif single:
             k, v = k[0], v[0]
         return z, (k, v)
 
@@ -333,8 +343,9 @@ class Attention(nn.Module):
         flat = einops.rearrange(t, "V b kv (g n) s -> V b (kv g) n s", g=g)
         return einops.rearrange(self.hooks.variant(name, flat), "V b (kv g) n s -> V b kv (g n) s", g=g)
 
-    def mix(self, pattern: Float[Tensor, "variant batch head q key"], values: Tensor) -> Tensor:
-        """z from a (patched) attention pattern and given values `[batch, kv_head, key, d_head]`."""
+    def mix(self, pattern: Float[Tensor, "variant batch head query key"],
+            values: Float[Tensor, "batch kv_head key d_head"]) -> Float[Tensor, "variant batch query head d_head"]:
+        """z from a (patched) attention pattern and given values."""
         n_var, g = pattern.shape[0], self.group
         p = einops.rearrange(pattern, "V b (kv g) n s -> b kv (V g n) s", g=g)
         return einops.rearrange(p @ values, "b kv (V g n) e -> V b n (kv g) e", V=n_var, g=g)
@@ -382,7 +393,9 @@ class Block(nn.Module):
             self.add_module(name, Norm(cfg.norm, cfg.d_model, name=f"{self.prefix}.{name}", **norm))
         self.attn, self.mlp = Attention(cfg, layer, hooks), MLP(cfg, layer, hooks)
 
-    def qkv(self, resid: Float[Tensor, "variant batch pos d_model"]) -> tuple[Tensor, Tensor, Tensor]:
+    def qkv(self, resid: Float[Tensor, "variant batch pos d_model"]) -> tuple[
+            Float[Tensor, "variant batch pos head d_head"], Float[Tensor, "variant batch pos kv_head d_head"],
+            Float[Tensor, "variant batch pos kv_head d_head"]]:
         """The queries, keys and values this block computes from a residual stream (the projections' outputs)."""
         return self.attn.qkv(self._norm("ln1", resid))
 
@@ -394,7 +407,7 @@ class Block(nn.Module):
         resid: Float[Tensor, "batch pos d_model"],
         positions: Int[Tensor, "batch pos"],
         rope: Rope | None,
-        past_kv: KV | None = None,
+        past_kv: PastKV | None = None,
         key_mask: Int[Tensor, "batch key"] | None = None,
     ) -> tuple[Float[Tensor, "batch pos d_model"], KV]:
         """The residual stream after this block, and the block's keys and values (past ones included)."""
@@ -402,12 +415,12 @@ class Block(nn.Module):
         out, kv = self.resume(resid[None], Step(rope, past, key_mask=key_mask))
         return out[0], kv
 
-    def resume(self, x: Tensor, step: Step, entry: Entry = "resid_pre"
-               ) -> tuple[Float[Tensor, "variant batch pos d_model"], KV | None]:
-        """The block on positions `step.start..`, resumed at `entry` with `x` (a stack of variants) as that
-        activation; what lies upstream of `entry` and is still needed comes from `step.base`. Returns the residual
-        stream after the block (the final position only with `step.last`) and its keys/values (None unless
-        attention was recomputed)."""
+    def resume(self, x: Float[Tensor, "variant batch *activation"], step: Step, entry: Entry = "resid_pre"
+               ) -> tuple[Float[Tensor, "variant batch query d_model"], KV | VariantKV | None]:
+        """The block on positions `step.start..`, resumed at `entry` with `x` (a stack of variants of that
+        activation, in its hook's shape); what lies upstream of `entry` and is still needed comes from `step.base`.
+        Returns the residual stream after the block (`query` is the final position only with `step.last`) and its
+        keys/values as `Attention.attend` gives them (None unless attention was recomputed)."""
         p, hook, last, attn = self.prefix, self.hooks.variant, step.last, self.attn
         base = step.base
         resid = hook(f"{p}.hook_resid_pre", x if entry == "resid_pre" else base("hook_resid_pre"))
@@ -563,7 +576,7 @@ class NativeTransformer(nn.Module):
         resid: Float[Tensor, "batch pos d_model"],
         positions: Int[Tensor, "batch pos"],
         start_layer: int = 0,
-        past_kvs: Sequence[KV | None] | None = None,
+        past_kvs: Sequence[PastKV | None] | None = None,
         key_mask: Int[Tensor, "batch key"] | None = None,
     ) -> tuple[Float[Tensor, "batch pos d_model"], list[KV]]:
         """Run blocks `start_layer..` on `resid`; `past_kvs[l]` holds cached keys/values of earlier positions."""
