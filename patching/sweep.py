@@ -139,8 +139,10 @@ def check_checkpoints(pairs: Sequence[tuple[Checkpoint, Checkpoint | None]], sit
         verify_checkpoint(path)
     for path in others:
         check_compatible(first, path)
-    config = read_config(first)
-    parallel = config.get("model_type") == "gpt_neox" and config.get("use_parallel_residual", True)
+    from interp.support import native_config
+
+    native = native_config(read_config(first))
+    parallel = native is not None and native.parallel_attn_mlp
     if parallel and any(get_site(s).entry == "resid_mid" for s in sites):
         raise InterpError(f"{first}: resid_mid does not exist when attention and MLP run in parallel (GPT-NeoX)",
                           fix="drop resid_mid (and resid_mid sites) from --sites")

@@ -9,6 +9,7 @@ import torch
 from transformers import PreTrainedConfig, PreTrainedModel
 
 from interp.models.hooked import HookedModel, ModelSummary
+from interp.models.native import NativeConfig
 
 HFModel = TypeVar("HFModel", bound="HFBackedModel")  # not `typing.Self`: beartype checks methods one by one
 
@@ -37,13 +38,23 @@ def summarise(model: PreTrainedModel) -> ModelSummary:
 
 
 def parallel_attn_mlp(cfg: PreTrainedConfig) -> bool:
-    """Whether attention and MLP read the same residual (GPT-NeoX's parallel residual): no `hook_resid_mid`."""
-    return cfg.model_type == "gpt_neox" and bool(cfg.use_parallel_residual)
+    """Whether attention and MLP read the same residual (GPT-NeoX's parallel residual): no `hook_resid_mid`.
+    The family's spec says so; a model without one is taken as sequential."""
+    native = _native_config(cfg)
+    return native is not None and native.parallel_attn_mlp
 
 
 def learned_positions(cfg: PreTrainedConfig) -> bool:
-    """Whether the model adds a learned position embedding (`hook_pos_embed` exists)."""
-    return cfg.model_type == "gpt2"
+    """Whether the model adds a learned position embedding (`hook_pos_embed` exists), from the family's spec."""
+    native = _native_config(cfg)
+    return native is not None and native.positional == "learned"
+
+
+def _native_config(cfg: PreTrainedConfig) -> NativeConfig | None:
+    from interp.models.arch import spec_for
+
+    spec = spec_for(cfg.model_type)
+    return None if spec is None else spec.config(cfg, torch.float32)
 
 
 def block_relative(name: str) -> str:
