@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch.func import functional_call, grad, vmap
 from transformers import AutoModelForCausalLM, LlamaConfig
 
-from interp.dynamics.gradients import IGNORE, per_sample_gradients
+from interp.dynamics.gradients.per_sample import IGNORE, per_sample_gradients
 
 BATCH, LENGTH, PROMPT = 8, 128, 32
 

@@ -29,7 +29,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from interp.errors import InterpError
-from interp.finetuning import refusal
+from interp.base_vs_post import refusal
 from interp.loading import load
 from interp.models.hooked import HookedModel
 from interp.testing import tiny_checkpoint

@@ -138,7 +138,7 @@ go.Figure([go.Scatter(x=steps, y=scores[:, layer, head].tolist(), name=f"L{layer
     new_code_cell('''import json
 
 from interp.checkpoints import discover
-from interp.dynamics.gradient_pipeline import Condition, Options, compare_conditions
+from interp.dynamics.gradients.pipeline import Condition, Options, compare_conditions
 from interp.zoo import data
 
 for style in ("fast", "slow"):

@@ -19,8 +19,8 @@ from typing import Any, Sequence
 import torch
 
 from interp.checkpoints import discover
-from interp.finetuning.prompts import write_prompts
-from interp.finetuning.tuco import alpha_sweep, auc, tuco_texts
+from interp.base_vs_post.prompts import write_prompts
+from interp.base_vs_post.tuco import alpha_sweep, auc, tuco_texts
 from interp.loading import load_tokenizer
 from interp.models.native import NativeTransformer
 from interp.zoo import data

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from interp.checkpoints import discover
 
@@ -34,9 +35,32 @@ def summary(name: str) -> dict:
     return json.loads((OUT / name / "summary.json").read_text())
 
 
+def du_headline(truth: dict[str, Any], refusal: dict[str, Any], knowledge: dict[str, Any]) -> list[str]:
+    """Printable lines from the three summaries written by `interp directions truth|refusal` and `interp knowledge`."""
+    nie = truth["nie"]
+    ref_cond = ("base_dir_in_base", "post_dir_in_base", "base_dir_in_post", "post_dir_in_post")
+    return [
+        "truth-direction cosine per layer (base vs chat): " + " ".join(f"{c:.2f}" for c in truth["cosine_per_layer"]),
+        f"truth NIE (T->F / F->T) steering at layers {truth['intervene_layers']}: "
+        + "; ".join(f"{k.replace('_dir_in_', ' dir in ')} {v['true_to_false']:.2f} / {v['false_to_true']:.2f}"
+                    for k, v in nie.items()),
+        "refusal-direction cosine per layer (resid_pre): " + " ".join(f"{c:.2f}" for c in refusal["cosine_per_layer"]),
+        "refusal score, no intervention (harmful / harmless): " + "; ".join(
+            f"{m} {v['harmful']:.2f} / {v['harmless']:.2f}" for m, v in refusal["baseline"].items()),
+        "refusal score on harmful requests, direction ablated: " + "; ".join(
+            f"{k.replace('_dir_in_', ' dir in ')} {refusal['ablation_harmful'][k]:.2f}" for k in ref_cond),
+        f"refusal score on harmless requests, direction added at layer {refusal['layer']}: " + "; ".join(
+            f"{k.replace('_dir_in_', ' dir in ')} {refusal['addition_harmless'][k]:.2f}" for k in ref_cond),
+        "knowledge maps: Pearson r base vs chat {:.3f} (normalised {:.3f}); base->chat vs chat {:.3f}; "
+        "chat->base vs base {:.3f}".format(*(knowledge["correlations"][k] for k in (
+            "pearson_base_post", "pearson_base_post_normalized", "pearson_base_to_post_vs_post",
+            "pearson_post_to_base_vs_base"))),
+        f"entropy-neuron candidates IoU (base vs chat): {knowledge['entropy_neurons']['iou']:.2f}",
+    ]
+
+
 def headlines() -> list[str]:
     """One line or a few per analysis, read back from the summaries the steps wrote."""
-    from interp.finetuning.du_demo import headline
 
     patch, cmap, tuco = summary("patch-base-facts"), summary("patch-base-into-chat"), summary("tuco")
     induction, gradients = summary("induction"), summary("gradients")
@@ -46,7 +70,7 @@ def headlines() -> list[str]:
         f"{patch['clean_metric'][-1]:.2f} / {patch['corrupted_metric'][-1]:.2f}",
         f"cross-model patching, base into chat: clean / corrupted metric {cmap['clean_metric'][-1]:.2f} / "
         f"{cmap['corrupted_metric'][-1]:.2f}",
-        *headline(summary("truth"), summary("refusal"), summary("knowledge")),
+        *du_headline(summary("truth"), summary("refusal"), summary("knowledge")),
         f"TuCo, chat requests vs pre-training text: AUC {tuco['auc_tuco_a_vs_b']:.2f}",
         f"induction heads found in the base run: {len(heads)}"
         + (f" (first: {heads[0]})" if heads else " (no head passes the threshold)"),
@@ -56,7 +80,7 @@ def headlines() -> list[str]:
 
 def write_inputs(inputs: Path) -> dict[str, Path]:
     """Prompt and data files for the analyses, from the zoo's own held-out splits."""
-    from interp.dynamics.gradient_data import write_pairs
+    from interp.dynamics.gradients.data import write_pairs
     from interp.zoo import data
 
     inputs.mkdir(parents=True, exist_ok=True)

@@ -23,7 +23,7 @@ CONFIG = "config.json"
 BACKENDS: dict[str, tuple[str, str]] = {
     "transformer_lens": ("interp.models.backends.transformer_lens", "TransformerLensModel"),
     "nnsight": ("interp.models.backends.nnsight", "NNsightModel"),
-    "native": ("interp.models.backends.native", "NativeModel"),
+    "native": ("interp.models.backends.native_backend", "NativeModel"),
 }
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16,
            "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from interp.errors import InterpError
 from interp.models.native import NativeTransformer
-from patching.forward import Run, SuffixForward
+from patching.forward import BaseRun, SuffixForward
 from patching.metrics import Metric, as_metric
 from patching.sites import Site, get_site
 from patching.variants import Backend, get_backend
@@ -59,7 +59,7 @@ def check_same_architecture(a: NativeTransformer, b: NativeTransformer) -> None:
 
 
 @torch.no_grad()
-def capture(nt: NativeTransformer, tokens: Int[Tensor, "batch pos"], names: Sequence[str]) -> Run:
+def capture(nt: NativeTransformer, tokens: Int[Tensor, "batch pos"], names: Sequence[str]) -> BaseRun:
     """Run `nt` on `tokens`, keeping the named activations, every layer's rotated keys/values and final logits."""
     acts: dict[str, Tensor] = {}
 
@@ -70,7 +70,7 @@ def capture(nt: NativeTransformer, tokens: Int[Tensor, "batch pos"], names: Sequ
     with nt.hooks([(n, keep) for n in names]):
         resid, kvs = nt.run_blocks(nt.embed(tokens, positions), positions)
     rope = nt.rope(resid, positions)
-    return Run(acts, kvs, nt.unembed(resid[:, -1]), rope)
+    return BaseRun(acts, kvs, nt.unembed(resid[:, -1]), rope)
 
 
 def default_max_memory(device: torch.device) -> int:

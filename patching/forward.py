@@ -20,7 +20,7 @@ from patching.sites import Entry
 
 
 @dataclass
-class Run:
+class BaseRun:
     """A model's forward on some tokens: hooked activations, rotated keys/values per layer, final-position logits."""
 
     acts: dict[str, Tensor]
@@ -32,7 +32,7 @@ class Run:
 class SuffixForward:
     """Runs patched suffixes of one model against one base run."""
 
-    def __init__(self, nt: NativeTransformer, base: Run) -> None:
+    def __init__(self, nt: NativeTransformer, base: BaseRun) -> None:
         self.nt, self.cfg, self.base = nt, nt.cfg, base
 
     def step(self, layer: int, start: int, last: bool) -> Step:

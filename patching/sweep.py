@@ -181,7 +181,7 @@ def check_hooked(first: Path, settings: Settings) -> None:
 def _load(ckpt: Checkpoint, device: str) -> Any:
     """The native model for a native family; the TransformerLens bridge otherwise (the hooked path)."""
     from interp.loading import load
-    from interp.models.backends.native import NativeModel
+    from interp.models.backends.native_backend import NativeModel
 
     if not is_native(ckpt.path):
         return load(ckpt.path, backend="transformer_lens", device=device, step=ckpt.step)

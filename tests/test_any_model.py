@@ -258,7 +258,7 @@ def test_hook_analyses_run_end_to_end(family: str, ckpts, tmp_path: Path, capsys
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_gradients_cli_runs_on_the_generic_layout(family: str, ckpts, tmp_path: Path, capsys) -> None:
-    from interp.dynamics.gradient_data import write_pairs
+    from interp.dynamics.gradients.data import write_pairs
 
     data = write_pairs([("the cat sees", "the ball ."), ("a dog likes the", "moon ."), ("my friend", "calls")],
                        tmp_path / "grad.jsonl")
@@ -288,8 +288,8 @@ def test_patch_cli_matches_the_hooked_patcher(ckpts, tmp_path: Path, capsys) -> 
 
 def test_generic_gradient_layout_and_per_sample_gradients(ckpts) -> None:
     """GPT-J: q/k/v/out_proj and fc_in/fc_out found by name; each sample's gradient equals autograd's."""
-    from interp.dynamics.gradient_generic import generic_layout
-    from interp.dynamics.gradients import IGNORE, response_loss
+    from interp.dynamics.gradients.generic import generic_layout
+    from interp.dynamics.gradients.per_sample import IGNORE, response_loss
 
     hf = AutoModelForCausalLM.from_pretrained(ckpts["gptj"][0], attn_implementation="eager")
     lay = generic_layout(hf)
@@ -303,8 +303,8 @@ def test_generic_gradient_layout_and_per_sample_gradients(ckpts) -> None:
     labels[:, :2] = IGNORE
     loss = response_loss(hf(ids).logits, labels).sum()
     (grad,) = torch.autograd.grad(loss, [lay.layers[1].get_submodule("attn.v_proj").weight])
-    from interp.dynamics.gradients import per_sample_gradients
-    import interp.dynamics.gradients as gradients
+    from interp.dynamics.gradients.per_sample import per_sample_gradients
+    import interp.dynamics.gradients.per_sample as gradients
 
     original = gradients.layout
     gradients.layout = generic_layout
@@ -323,7 +323,7 @@ def test_generic_gradient_layout_and_per_sample_gradients(ckpts) -> None:
 ])
 def test_native_only_analyses_refuse_before_loading(argv: list[str], needle: str, ckpts, tmp_path: Path,
                                                     capsys) -> None:
-    from interp.dynamics.gradient_data import write_pairs
+    from interp.dynamics.gradients.data import write_pairs
 
     base, post = ckpts["mixtral"]
     (tmp_path / "prompts.txt").write_text("the cat sees\n")
@@ -341,7 +341,7 @@ def test_refusal_hook_path_equals_the_native_path(tiny_dir) -> None:
     in forwards of its own, generation by full forwards) vs the native backend (left-padded batches, hooks on some
     rows only): candidate directions, Arditi et al.'s three scores, the selection, refusal scores and generations
     under ablation and addition, 1e-4."""
-    import interp.finetuning.refusal as refusal
+    import interp.base_vs_post.refusal as refusal
     from probes.datasets import zoo_requests
 
     path = tiny_dir("llama")
@@ -383,8 +383,8 @@ def test_knowledge_maps_on_hooks_equal_the_native_maps(zoo_quick: Path) -> None:
     """The quick zoo's base and chat models (tiny Llamas) on the bridge: the four maps by the exact hooked patcher
     (cross-model ones included) equal the native engine's, 1e-4."""
     from interp.checkpoints import discover
-    from interp.finetuning.knowledge import knowledge_maps
-    from interp.finetuning.truth import few_shot_lines
+    from interp.base_vs_post.knowledge import knowledge_maps
+    from interp.base_vs_post.truth import few_shot_lines
     from probes.datasets import zoo_pairs, zoo_statements
 
     paths = {"base": discover(zoo_quick / "base")[-1].path, "post": discover(zoo_quick / "chat")[-1].path}
@@ -492,7 +492,7 @@ def test_every_command_refuses_bert_before_loading(argv: list[str], tmp_path: Pa
     """A BERT saved as BertLMHeadModel: one line naming the model type, why, and the native families; exit 2;
     nothing outside --out written and no model loaded, not even to check its weights."""
     from clitools import assert_unchanged, tree_state
-    from interp.dynamics.gradient_data import write_pairs
+    from interp.dynamics.gradients.data import write_pairs
 
     base, post = unopenable("bert", tmp_path / "in" / "base"), unopenable("bert", tmp_path / "in" / "post")
     (tmp_path / "in" / "prompts.txt").write_text("the cat sees\n")

@@ -38,7 +38,7 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (truth, refusal and knowledge need the zoo's vocabulary, so theirs hold synthetic tensors of the real layout)."""
     from interp.commands.induction import run_induction
     from interp.commands.tuco import run_tuco
-    from interp.dynamics.gradient_pipeline import Condition, Options, compare_conditions
+    from interp.dynamics.gradients.pipeline import Condition, Options, compare_conditions
     from patching.sweep import Settings, run_sweep
 
     base = tmp_path_factory.mktemp("app")

@@ -26,7 +26,7 @@ RESID, PATTERN, K = "blocks.1.hook_resid_post", "blocks.0.attn.hook_pattern", "b
 
 @pytest.fixture(scope="module")
 def model(tiny_dir: Callable[[str], Path]) -> HookedModel:
-    from interp.models.backends.native import NativeModel
+    from interp.models.backends.native_backend import NativeModel
 
     return NativeModel.from_dir(tiny_dir("gpt2"), device=torch.device("cpu"), dtype=torch.float32, step=None)
 
@@ -205,7 +205,7 @@ def test_cache_run_writes_one_directory_per_checkpoint(tiny_dir: Callable[[str],
     handles = cache_run(run, PROMPTS[:3], [RESID], tmp_path / "cache", positions="last", backend="native")
     assert [h.path.name for h in handles] == ["step_000002", "step_000010"]
     assert [h.meta(RESID)["step"] for h in handles] == [2, 10]
-    from interp.models.backends.native import NativeModel
+    from interp.models.backends.native_backend import NativeModel
 
     for handle, name in zip(handles, ["step_2", "step_10"]):
         alone = NativeModel.from_dir(run / name, device=torch.device("cpu"), dtype=torch.float32, step=None)

@@ -1,4 +1,4 @@
-"""interp.finetuning truth / refusal / knowledge / entropy and their commands, against independent oracles: Hugging
+"""interp.base_vs_post truth / refusal / knowledge / entropy and their commands, against independent oracles: Hugging
 Face forwards with PyTorch hooks, a KV-cache-free generation loop, hook-based single-cell patching, numpy and
 TransformerLens's processed weights. The refusal-steering tests at the end need the full zoo."""
 
@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from interp.checkpoints import discover
-from interp.models.backends.native import NativeModel
+from interp.models.backends.native_backend import NativeModel
 from probes.activations import encode
 from probes.datasets import Statement, zoo_pairs, zoo_statements, zoo_requests
 
@@ -51,7 +51,7 @@ def small_truth(n_train: int = 48, n_test: int = 24) -> tuple[list[Statement], l
 def hf_pd(hf: Any, tokenizer: Any, queries: list[str], edit: Any = None) -> float:
     """Mean P(TRUE) - P(FALSE) over queries, one unpadded Hugging Face forward each; `edit(layer, hidden)` may
     change each decoder layer's output in place."""
-    from interp.finetuning.truth import label_ids
+    from interp.base_vs_post.truth import label_ids
 
     t, f = label_ids(tokenizer)
     handles = []
@@ -75,7 +75,7 @@ def hf_pd(hf: Any, tokenizer: Any, queries: list[str], edit: Any = None) -> floa
 
 def test_truth_steering_and_nie_match_hugging_face(quick_pair: dict[str, NativeModel], hf_models: dict[str, Any]
                                                    ) -> None:
-    from interp.finetuning.truth import ROLES, few_shot_lines, suffix_length, truth_directions, truth_query
+    from interp.base_vs_post.truth import ROLES, few_shot_lines, suffix_length, truth_directions, truth_query
 
     train, test = small_truth()
     res = truth_directions(quick_pair, train, test, probe_layer=1, intervene_layers=[0, 1], coeff=3.0, n_steer=8)
@@ -106,7 +106,7 @@ def test_truth_steering_and_nie_match_hugging_face(quick_pair: dict[str, NativeM
 
 
 def test_default_steering_layers_follow_du_and_never_only_the_last_layer() -> None:
-    from interp.finetuning.truth import default_intervene_layers
+    from interp.base_vs_post.truth import default_intervene_layers
 
     assert default_intervene_layers(12, 32) == [8, 9, 10, 11, 12]  # Du et al.: layers 8..12 of 32
     assert default_intervene_layers(3, 4) == [2, 3]  # L/8 = 0: a steer at the last layer alone cannot act
@@ -114,7 +114,7 @@ def test_default_steering_layers_follow_du_and_never_only_the_last_layer() -> No
 
 
 def test_truth_directions_match_hidden_states(quick_pair: dict[str, NativeModel], hf_models: dict[str, Any]) -> None:
-    from interp.finetuning.truth import statement_acts
+    from interp.base_vs_post.truth import statement_acts
 
     train, _ = small_truth(24, 2)
     acts = statement_acts(quick_pair["post"], train, batch_size=7)
@@ -129,7 +129,7 @@ def test_truth_directions_match_hidden_states(quick_pair: dict[str, NativeModel]
 
 
 def test_refusal_direction_matches_hidden_states(quick_pair: dict[str, NativeModel], hf_models: dict[str, Any]) -> None:
-    from interp.finetuning.refusal import refusal_directions, template_prompt
+    from interp.base_vs_post.refusal import refusal_directions, template_prompt
     from interp.zoo.data import CHAT_TEMPLATE
 
     harmful, harmless = (x[:6] for x in zoo_requests("train"))
@@ -148,7 +148,7 @@ def test_refusal_direction_matches_hidden_states(quick_pair: dict[str, NativeMod
 
 
 def test_refusal_score_under_hooks_matches_cache_free_loop(quick_pair: dict[str, NativeModel]) -> None:
-    from interp.finetuning.refusal import refusal_score, template_prompt
+    from interp.base_vs_post.refusal import refusal_score, template_prompt
     from probes.steering import ablate_hooks, add_hooks
 
     model = quick_pair["post"]
@@ -175,7 +175,7 @@ def test_refusal_score_under_hooks_matches_cache_free_loop(quick_pair: dict[str,
 
 
 def test_template_prompt_forms() -> None:
-    from interp.finetuning.refusal import template_prompt
+    from interp.base_vs_post.refusal import template_prompt
     from interp.testing import train_tiny_tokenizer
 
     tok = train_tiny_tokenizer()
@@ -190,7 +190,7 @@ def test_template_prompt_forms() -> None:
 def test_entropy_weights_match_transformer_lens(tiny_dir: Any) -> None:
     from transformer_lens.model_bridge import TransformerBridge
 
-    from interp.finetuning.entropy import last_layer_weights
+    from interp.base_vs_post.entropy import last_layer_weights
     from interp.models.native import NativeTransformer
 
     for arch in ("llama", "gpt2"):  # RMSNorm (fold only) and LayerNorm (fold, centre writing weights)
@@ -202,7 +202,7 @@ def test_entropy_weights_match_transformer_lens(tiny_dir: Any) -> None:
 
 
 def test_entropy_stats_candidates_iou(quick_pair: dict[str, NativeModel]) -> None:
-    from interp.finetuning.entropy import candidates, entropy_neurons, iou, last_layer_weights, neuron_stats
+    from interp.base_vs_post.entropy import candidates, entropy_neurons, iou, last_layer_weights, neuron_stats
 
     nt = quick_pair["post"].native()
     norm, var = neuron_stats(nt)
@@ -221,7 +221,7 @@ def test_entropy_stats_candidates_iou(quick_pair: dict[str, NativeModel]) -> Non
 
 
 def test_normalize_and_pearson_match_numpy() -> None:
-    from interp.finetuning.knowledge import normalize, pearson
+    from interp.base_vs_post.knowledge import normalize, pearson
 
     x = torch.randn(5, 7, generator=torch.Generator().manual_seed(1)) * 3
     values = x.numpy().flatten()
@@ -233,8 +233,8 @@ def test_normalize_and_pearson_match_numpy() -> None:
 
 
 def test_knowledge_maps_match_single_cell_hook_patching(quick_pair: dict[str, NativeModel]) -> None:
-    from interp.finetuning.knowledge import knowledge_maps, paired_prompts
-    from interp.finetuning.truth import few_shot_lines, label_ids
+    from interp.base_vs_post.knowledge import knowledge_maps, paired_prompts
+    from interp.base_vs_post.truth import few_shot_lines, label_ids
 
     pairs = zoo_pairs("test")[:6]
     shots = few_shot_lines(zoo_statements("train"), 4, 0)
@@ -301,7 +301,7 @@ def test_commands_write_results(zoo_quick: Path, tmp_path: Path) -> None:
     assert res.summary["n_pairs"] == 4 and res.tensors["map_base"].shape == res.tensors["map_post_to_base"].shape
     assert res.summary["entropy_neurons"]["candidates"]["base"] == res.tensors["entropy_candidates_base"].tolist()
 
-    from interp.finetuning.du_demo import headline
+    from interp.demo import du_headline as headline
 
     lines = headline(*(read_results(tmp_path / name).summary for name in ("truth", "refusal", "knowledge")))
     iou = res.summary["entropy_neurons"]["iou"]
@@ -313,7 +313,7 @@ def test_commands_write_results(zoo_quick: Path, tmp_path: Path) -> None:
 def zoo_chat(zoo: Path) -> tuple[NativeModel, Any, torch.Tensor, int]:
     """The zoo chat model, its prompt, and its refusal directions at the position and layer that Arditi et al.'s
     selection (`choose_direction`) picks on the training requests."""
-    from interp.finetuning.refusal import choose_direction, template_prompt
+    from interp.base_vs_post.refusal import choose_direction, template_prompt
     from interp.zoo.data import CHAT_TEMPLATE, is_refusal
 
     chat = load_native(last_checkpoints(zoo)[1])
@@ -327,7 +327,7 @@ def zoo_chat(zoo: Path) -> tuple[NativeModel, Any, torch.Tensor, int]:
                    "difference-in-means direction of any layer or position (-1..-4) at every layer leaves refusal at "
                    "1.0 of 32 held-out harmful requests (the 1100-step zoo: 0.01); adding it still induces refusal")
 def test_zoo_ablating_refusal_direction_lowers_refusal(zoo_chat: tuple[NativeModel, Any, torch.Tensor, int]) -> None:
-    from interp.finetuning.refusal import refusal_score
+    from interp.base_vs_post.refusal import refusal_score
     from interp.zoo.data import is_refusal
     from probes.directions import unit
     from probes.steering import ablate_hooks
@@ -342,7 +342,7 @@ def test_zoo_ablating_refusal_direction_lowers_refusal(zoo_chat: tuple[NativeMod
 
 @pytest.mark.zoo
 def test_zoo_adding_refusal_direction_raises_refusal(zoo_chat: tuple[NativeModel, Any, torch.Tensor, int]) -> None:
-    from interp.finetuning.refusal import refusal_score
+    from interp.base_vs_post.refusal import refusal_score
     from interp.zoo.data import is_refusal
     from probes.directions import unit
     from probes.steering import add_hooks
@@ -396,7 +396,7 @@ def test_multi_token_answers_are_scored_on_their_whole_sequence(tiny_pair: tuple
     the prompt; the oracle: Hugging Face forwards over prompt + answer with layer-output hooks at absolute positions."""
     from transformers import AutoModelForCausalLM
 
-    from interp.finetuning.truth import answer_ids, answer_logprobs, few_shot_lines, truth_query
+    from interp.base_vs_post.truth import answer_ids, answer_logprobs, few_shot_lines, truth_query
     from probes.steering import add_hooks
 
     model = load_native(tiny_pair[0])
@@ -426,7 +426,7 @@ def test_multi_token_answers_are_scored_on_their_whole_sequence(tiny_pair: tuple
 
 def test_label_ids_refuse_multi_token_answers(tiny_pair: tuple[Path, Path]) -> None:
     from interp.errors import InterpError
-    from interp.finetuning.truth import label_ids
+    from interp.base_vs_post.truth import label_ids
 
     with pytest.raises(InterpError, match="'TRUE' is 4 tokens"):
         label_ids(load_native(tiny_pair[0]).tokenizer)
@@ -473,7 +473,7 @@ def test_refusal_cli_warns_of_a_baseline_without_refusals(zoo_quick: Path, tmp_p
                                                           capsys: pytest.CaptureFixture[str]) -> None:
     """One `warning:` line per model flagged in the summary's "baseline_refuses_none", none for the others."""
     from clitools import run
-    from interp.finetuning.refusal import RefusalResult
+    from interp.base_vs_post.refusal import RefusalResult
 
     summary = RefusalResult.summary
     monkeypatch.setattr(RefusalResult, "summary",

@@ -10,13 +10,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from interp.dynamics import gradient_run
-from interp.dynamics.gradient_data import Encoded, encode_pair, read_pairs, sample_sources, write_pairs
-from interp.dynamics.gradient_run import layer_gradients
-from interp.dynamics.gradient_stats import (
+from interp.dynamics.gradients import run as gradient_run
+from interp.dynamics.gradients.data import Encoded, encode_pair, read_pairs, sample_sources, write_pairs
+from interp.dynamics.gradients.run import layer_gradients
+from interp.dynamics.gradients.stats import (
     layer_thirds, mad, mad_table, relative_difference, singular_value_stats,
 )
-from interp.dynamics.gradients import IGNORE, per_sample_gradients, response_loss
+from interp.dynamics.gradients.per_sample import IGNORE, per_sample_gradients, response_loss
 from interp.errors import InterpError
 from interp.models.convert import load_hf_causal_lm
 from interp.testing import ARCHITECTURES

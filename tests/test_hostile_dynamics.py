@@ -290,7 +290,7 @@ def test_gradients_resume_recomputes_replaced_weights(tiny_dir: Callable[[str], 
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """An interrupted sweep resumes only for the same weights: replace the checkpoint's weights (same path, same
     settings) and the rerun recomputes every sample, equal to a fresh run on the new weights."""
-    from interp.dynamics import gradient_run
+    from interp.dynamics.gradients import run as gradient_run
 
     ckpt = tmp_path / "model"
     shutil.copytree(tiny_dir("llama"), ckpt)

@@ -21,7 +21,7 @@ from interp.dynamics.export import native_to_gpt2
 from interp.dynamics.formation import detect_formation
 from interp.dynamics.induction import (checkpoint_scores, copying_scores, detect_head, detect_heads, icl_score,
                                        loss_by_position, make_probe, target_pattern)
-from interp.dynamics.tasks import BurstyTask, RepeatTask
+from interp.dynamics.icl_tasks import BurstyTask, RepeatTask
 from interp.errors import InterpError
 from interp.models.native import NativeConfig, NativeTransformer
 from interp.results import read_results

@@ -49,7 +49,7 @@ def test_patch_command_writes_three_files_matching_the_engine(run_dir: Path, tmp
     assert [c["step"] for c in res.summary["checkpoints"]] == [100, 200]
     assert res.summary["prompt_tokens"]["clean"][0] == "<|bos|>"
     # the engine on the whole batch at once (LogitDiff is a mean over prompts, so batches of 1 average to it)
-    from interp.models.backends.native import NativeModel
+    from interp.models.backends.native_backend import NativeModel
 
     model = NativeModel.from_dir(run_dir / "step_000200", torch.device("cpu"), torch.float32, 200)
     t = load_task(task, model.tokenizer)

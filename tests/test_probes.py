@@ -96,7 +96,7 @@ def test_project_out_formula() -> None:
 
 @pytest.fixture(scope="module")
 def tiny_llama(tiny_dir):  # noqa: ANN001, ANN201
-    from interp.models.backends.native import NativeModel
+    from interp.models.backends.native_backend import NativeModel
 
     return NativeModel.from_dir(tiny_dir("llama"), torch.device("cpu"), torch.float32, None)
 

@@ -1,4 +1,4 @@
-"""Arditi et al. (2024)'s refusal-direction selection in interp.finetuning.refusal: its three scores against a Hugging
+"""Arditi et al. (2024)'s refusal-direction selection in interp.base_vs_post.refusal: its three scores against a Hugging
 Face forward with PyTorch hooks in the paper's own form (ablation at each block's input and at the attention and MLP
 outputs) and a log-softmax written out by hand; the excluded last fifth of the layers; the filters, the tie rule and
 the fallback on crafted scores; the `baseline_refuses_none` flag; and a working result on the quick zoo."""
@@ -13,7 +13,7 @@ from typing import Any, Callable
 import pytest
 import torch
 
-import interp.finetuning.refusal as refusal
+import interp.base_vs_post.refusal as refusal
 from interp.checkpoints import discover
 from interp.errors import InterpError
 from interp.loading import load

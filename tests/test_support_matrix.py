@@ -16,10 +16,10 @@ import pytest
 import torch
 
 import interp
-from interp.dynamics.gradients import IGNORE, per_sample_gradients
+from interp.dynamics.gradients.per_sample import IGNORE, per_sample_gradients
 from interp.dynamics.induction import run_with_patterns
 from interp.errors import InterpError
-from interp.finetuning.tuco import ScaledPair, tuco
+from interp.base_vs_post.tuco import ScaledPair, tuco
 from interp.loading import read_config
 from interp.models.arch import FAMILIES
 from interp.models.convert import load_hf_causal_lm

@@ -10,8 +10,8 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from interp.errors import InterpError
-from interp.finetuning.prompts import read_prompts, write_prompts
-from interp.finetuning.tuco import (ScaledPair, alpha_sweep, auc, check_prompts, encode_left_padded, layer_alphas,
+from interp.base_vs_post.prompts import read_prompts, write_prompts
+from interp.base_vs_post.tuco import (ScaledPair, alpha_sweep, auc, check_prompts, encode_left_padded, layer_alphas,
                                     tuco, tuco_texts)
 from interp.models.native import NativeTransformer
 

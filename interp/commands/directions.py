@@ -32,7 +32,7 @@ def pair_inputs(base: Path, post: Path, files: list[tuple[str, Path | None]]) ->
 def truth_axes() -> dict[str, Any]:
     """Axes of `TruthResult.tensors()`: `owner` (whose direction) and `model` are base/post, `label` the statements'
     truth, `effect` the two NIEs."""
-    from interp.finetuning.truth import ROLES
+    from interp.base_vs_post.truth import ROLES
     from interp.results import axes
 
     ticks = {"owner": ROLES, "model": ROLES, "label": ("true", "false"), "effect": ("true_to_false", "false_to_true")}
@@ -45,7 +45,7 @@ def truth_axes() -> dict[str, Any]:
 def refusal_axes(res: Any) -> dict[str, Any]:
     """Axes of `RefusalResult.tensors()`: `owner` (whose direction) and `model` are base/post; the selection scores
     are ticked by the candidate positions and layers searched."""
-    from interp.finetuning.refusal import ROLES, SCORES
+    from interp.base_vs_post.refusal import ROLES, SCORES
     from interp.results import axes
 
     ticks = {"owner": ROLES, "model": ROLES, "kind": ("harmful", "harmless")}
@@ -141,8 +141,8 @@ def run_truth(base: Path, post: Path, out: Path, data: list[Path], eval_path: Pa
               seed: int = 0, device: str = "cpu", bos: bool = True, force: bool = False) -> Path:
     """Truth directions, probe accuracies, cosines and the four NIEs, written as a results directory; every input
     checked before the models are loaded (positions and prompt lengths before the first forward pass)."""
-    from interp.finetuning.figures import grouped_bars, layer_curves
-    from interp.finetuning.truth import ROLES, check_inputs, truth_directions
+    from interp.base_vs_post.figures import grouped_bars, layer_curves
+    from interp.base_vs_post.truth import ROLES, check_inputs, truth_directions
     from interp.loading import load_tokenizer
     from interp.options import check_range
     from interp.outdir import check_out
@@ -223,7 +223,7 @@ def refusal_prompts(paths: dict[str, Path], template: str | None, instructions: 
                     n_ctx: int, max_new_tokens: int) -> dict[str, Any]:
     """Each model's prompt function (from its tokenizer alone, before loading), after checking that `pos` (if given)
     lies within every prompt and that every prompt with its generated tokens fits the context."""
-    from interp.finetuning.refusal import template_prompt
+    from interp.base_vs_post.refusal import template_prompt
     from interp.loading import load_tokenizer
     from interp.options import check_range
     from interp.options import check_context
@@ -242,8 +242,8 @@ def run_refusal(base: Path, post: Path, out: Path, data: Path | None = None, lay
                 template: str | None = None, batch_size: int = 32, device: str = "cpu", force: bool = False) -> Path:
     """Refusal directions, cosines and refusal scores under ablation and addition (own and transferred); every input
     checked before the models are loaded. Warns of a model that refuses none of the harmful requests."""
-    from interp.finetuning.figures import grouped_bars, layer_curves
-    from interp.finetuning.refusal import is_refusal, refusal_transfer
+    from interp.base_vs_post.figures import grouped_bars, layer_curves
+    from interp.base_vs_post.refusal import is_refusal, refusal_transfer
     from interp.options import check_range
     from interp.outdir import check_out
     from interp.results import write_results

@@ -32,7 +32,7 @@ def gradients(
     force: bool = typer.Option(False, "--force", help="Replace what --out holds."),
 ) -> None:
     """Gradient nuclear norm, sigma_1 ratio and Frobenius norm per layer and projection; MAD tables; comparisons."""
-    from interp.dynamics.gradient_pipeline import Condition, Options, run_gradients
+    from interp.dynamics.gradients.pipeline import Condition, Options, run_gradients
 
     options = Options(template=template, include_mlp=mlp, batch_size=batch_size, max_length=max_length,
                       prepend_bos=prepend_bos, limit=limit, device=device, dtype=dtype)

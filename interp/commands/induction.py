@@ -252,7 +252,7 @@ def train(
 ) -> None:
     """Train a 2-layer attention-only GPT-2 on a synthetic in-context task with clamped activations."""
     from interp.dynamics.clamping import Clamp, ClampSet, TrainConfig, train as train_run
-    from interp.dynamics.tasks import TASKS, make_task
+    from interp.dynamics.icl_tasks import TASKS, make_task
     from interp.options import check_range
 
     settings = {"task": task, "clamps": clamp, "steps": steps, "lr": lr, "batch": batch, "seed": seed,

@@ -13,7 +13,7 @@ import typer
 from interp.cli import app
 
 if TYPE_CHECKING:
-    from interp.finetuning.entropy import EntropyResult
+    from interp.base_vs_post.entropy import EntropyResult
 
 
 def knowledge_data(data: Path | None, seed: int) -> tuple[list[Any], list[Any], str]:
@@ -34,7 +34,7 @@ NO_ENTROPY = ("entropy neurons are left out: they read the last MLP's output wei
 
 def entropy_part(models: dict[str, Any]) -> tuple[EntropyResult | None, dict[str, Any]]:
     """(entropy-neuron result or None, its summary entries): None, with the reason, off the native backend."""
-    from interp.finetuning.entropy import entropy_neurons
+    from interp.base_vs_post.entropy import entropy_neurons
 
     if models["base"].backend != "native":
         return None, {"entropy_neurons": None, "entropy_neurons_skipped": NO_ENTROPY}
@@ -49,9 +49,9 @@ def run_knowledge(base: Path, post: Path, out: Path, data: Path | None = None, n
     before the models are loaded (prompt lengths before any patching)."""
     from interp.commands.backend import is_native
     from interp.commands.directions import check_pair, load_pair, pair_inputs, path_setting
-    from interp.finetuning.figures import heatmaps, scatter_log
-    from interp.finetuning.knowledge import knowledge_maps, knowledge_prompts, normalize, pair_statements
-    from interp.finetuning.truth import few_shot_lines, label_ids
+    from interp.base_vs_post.figures import heatmaps, scatter_log
+    from interp.base_vs_post.knowledge import knowledge_maps, knowledge_prompts, normalize, pair_statements
+    from interp.base_vs_post.truth import few_shot_lines, label_ids
     from interp.loading import load_tokenizer
     from interp.options import check_range
     from interp.outdir import check_out

@@ -66,9 +66,9 @@ def run_tuco(base: Path, ft: Path, prompts: Path, out: Path, prompts_b: Path | N
     import torch
 
     from interp.checkpoints import check_compatible, read_summary
-    from interp.finetuning.prompts import read_prompts
-    from interp.finetuning.tuco import alpha_sweep, auc, check_pair, check_prompts, layer_alphas, tuco_texts
-    from interp.finetuning.tuco_report import alpha_curves, histograms, layer_curves
+    from interp.base_vs_post.prompts import read_prompts
+    from interp.base_vs_post.tuco import alpha_sweep, auc, check_pair, check_prompts, layer_alphas, tuco_texts
+    from interp.base_vs_post.tuco_report import alpha_curves, histograms, layer_curves
     from interp.commands.backend import require_native
     from interp.loading import load, load_tokenizer, resolve_device, verify_checkpoint
     from interp.outdir import check_out

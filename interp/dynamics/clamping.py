@@ -28,7 +28,7 @@ from torch import Tensor
 
 from interp.dynamics.export import native_to_gpt2
 from interp.dynamics.induction import Patterns, run_with_patterns, target_pattern, target_score
-from interp.dynamics.tasks import BOS_ID, BurstyTask, RepeatTask
+from interp.dynamics.icl_tasks import BOS_ID, BurstyTask, RepeatTask
 from interp.errors import InterpError
 from interp.models.native import HookFn, NativeTransformer
 from interp.progress import progress

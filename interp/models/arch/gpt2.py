@@ -9,7 +9,7 @@ import torch
 from transformers import PreTrainedConfig, PreTrainedModel
 
 from interp.models.arch.spec import ArchSpec, Layout, Matrix, Weights, bias, norm, unembed
-from interp.models.backends.nnsight_sites import WHOLE, Site, Table, View, attention_rows
+from interp.models.backends.nnsight_sites import WHOLE, ModuleSite, Table, View, attention_rows
 from interp.models.native import NativeConfig
 
 
@@ -47,19 +47,19 @@ def weights(hf: PreTrainedModel, cfg: NativeConfig) -> Weights:
 
 def sites(c: PreTrainedConfig) -> Table:
     layer, attn, mlp = "transformer.h.{l}", "transformer.h.{l}.attn", "transformer.h.{l}.mlp"
-    block = attention_rows(layer, attn, {"qkv": Site(f"{attn}.c_attn", "output")}, "(three h d)", "c_proj")
-    block.insert(1, ("ln1.hook_normalized", Site(f"{layer}.ln_1", "input", norm="layernorm"), WHOLE))
+    block = attention_rows(layer, attn, {"qkv": ModuleSite(f"{attn}.c_attn", "output")}, "(three h d)", "c_proj")
+    block.insert(1, ("ln1.hook_normalized", ModuleSite(f"{layer}.ln_1", "input", norm="layernorm"), WHOLE))
     block += [
-        ("hook_resid_mid", Site(layer, "output", ("hidden_states_1",)), WHOLE),
-        ("ln2.hook_normalized", Site(f"{layer}.ln_2", "input", norm="layernorm"), WHOLE),
-        ("mlp.hook_pre", Site(f"{mlp}.c_fc", "output"), WHOLE),
-        ("mlp.hook_post", Site(f"{mlp}.c_proj", "input"), WHOLE),
-        ("hook_mlp_out", Site(mlp, "output"), WHOLE),
-        ("hook_resid_post", Site(layer, "output"), WHOLE),
+        ("hook_resid_mid", ModuleSite(layer, "output", ("hidden_states_1",)), WHOLE),
+        ("ln2.hook_normalized", ModuleSite(f"{layer}.ln_2", "input", norm="layernorm"), WHOLE),
+        ("mlp.hook_pre", ModuleSite(f"{mlp}.c_fc", "output"), WHOLE),
+        ("mlp.hook_post", ModuleSite(f"{mlp}.c_proj", "input"), WHOLE),
+        ("hook_mlp_out", ModuleSite(mlp, "output"), WHOLE),
+        ("hook_resid_post", ModuleSite(layer, "output"), WHOLE),
     ]
-    return ([("hook_embed", Site("transformer.wte", "output"), WHOLE),
-             ("hook_pos_embed", Site("transformer.wpe", "output"), View("batch"))], block,
-            [("ln_final.hook_normalized", Site("transformer.ln_f", "input", norm="layernorm"), WHOLE)])
+    return ([("hook_embed", ModuleSite("transformer.wte", "output"), WHOLE),
+             ("hook_pos_embed", ModuleSite("transformer.wpe", "output"), View("batch"))], block,
+            [("ln_final.hook_normalized", ModuleSite("transformer.ln_f", "input", norm="layernorm"), WHOLE)])
 
 
 def gradients(hf: PreTrainedModel) -> Layout:

@@ -9,7 +9,7 @@ import torch
 from transformers import PreTrainedConfig, PreTrainedModel
 
 from interp.models.arch.spec import ArchSpec, Layout, Matrix, Weights, norm, unembed
-from interp.models.backends.nnsight_sites import WHOLE, Site, Table, attention_rows
+from interp.models.backends.nnsight_sites import WHOLE, ModuleSite, Table, attention_rows
 from interp.models.native import NativeConfig
 
 
@@ -45,19 +45,19 @@ def weights(hf: PreTrainedModel, cfg: NativeConfig) -> Weights:
 
 def sites(c: PreTrainedConfig) -> Table:
     layer, attn, mlp = "gpt_neox.layers.{l}", "gpt_neox.layers.{l}.attention", "gpt_neox.layers.{l}.mlp"
-    block = attention_rows(layer, attn, {"qkv": Site(f"{attn}.query_key_value", "output")}, "(h three d)", "dense")
-    block.insert(1, ("ln1.hook_normalized", Site(f"{layer}.input_layernorm", "input", norm="layernorm"), WHOLE))
+    block = attention_rows(layer, attn, {"qkv": ModuleSite(f"{attn}.query_key_value", "output")}, "(h three d)", "dense")
+    block.insert(1, ("ln1.hook_normalized", ModuleSite(f"{layer}.input_layernorm", "input", norm="layernorm"), WHOLE))
     if not c.use_parallel_residual:
-        block.append(("hook_resid_mid", Site(layer, "output", ("attn_output_1",)), WHOLE))
+        block.append(("hook_resid_mid", ModuleSite(layer, "output", ("attn_output_1",)), WHOLE))
     block += [
-        ("ln2.hook_normalized", Site(f"{layer}.post_attention_layernorm", "input", norm="layernorm"), WHOLE),
-        ("mlp.hook_pre", Site(f"{mlp}.dense_h_to_4h", "output"), WHOLE),
-        ("mlp.hook_post", Site(f"{mlp}.dense_4h_to_h", "input"), WHOLE),
-        ("hook_mlp_out", Site(mlp, "output"), WHOLE),
-        ("hook_resid_post", Site(layer, "output"), WHOLE),
+        ("ln2.hook_normalized", ModuleSite(f"{layer}.post_attention_layernorm", "input", norm="layernorm"), WHOLE),
+        ("mlp.hook_pre", ModuleSite(f"{mlp}.dense_h_to_4h", "output"), WHOLE),
+        ("mlp.hook_post", ModuleSite(f"{mlp}.dense_4h_to_h", "input"), WHOLE),
+        ("hook_mlp_out", ModuleSite(mlp, "output"), WHOLE),
+        ("hook_resid_post", ModuleSite(layer, "output"), WHOLE),
     ]
-    return ([("hook_embed", Site("gpt_neox.embed_in", "output"), WHOLE)], block,
-            [("ln_final.hook_normalized", Site("gpt_neox.final_layer_norm", "input", norm="layernorm"), WHOLE)])
+    return ([("hook_embed", ModuleSite("gpt_neox.embed_in", "output"), WHOLE)], block,
+            [("ln_final.hook_normalized", ModuleSite("gpt_neox.final_layer_norm", "input", norm="layernorm"), WHOLE)])
 
 
 def gradients(hf: PreTrainedModel) -> Layout:

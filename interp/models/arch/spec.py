@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from transformers import PreTrainedConfig, PreTrainedModel
 
 from interp.errors import InterpError
-from interp.models.backends.nnsight_sites import WHOLE, Site, Table, View, attention_rows
+from interp.models.backends.nnsight_sites import WHOLE, ModuleSite, Table, View, attention_rows
 from interp.models.native import NativeConfig, NativeTransformer
 
 Weights = dict[str, Tensor]  # native parameter name -> Hugging Face tensor (any layout that reshapes to it exactly)
@@ -216,10 +216,10 @@ def llama_rotary(hf: PreTrainedModel) -> nn.Module:
 NormKind = Literal["rms", "rms1p", "rmsf", "weightless"]
 
 
-def norm_site(module: str, kind: NormKind) -> Site:
+def norm_site(module: str, kind: NormKind) -> ModuleSite:
     """Where a norm's `hook_normalized` lives: its input, normalised by the backend (and its output rebuilt from an
     edit); a norm without weights (OLMo's LayerNorm) outputs the normalised input itself."""
-    return Site(module, "output") if kind == "weightless" else Site(module, "input", norm=kind)
+    return ModuleSite(module, "output") if kind == "weightless" else ModuleSite(module, "input", norm=kind)
 
 
 def llama_sites(norm_kind: NormKind, *, post_norms: bool = False, pre_norms: bool = True, fused: bool = False
@@ -238,10 +238,10 @@ def llama_sites(norm_kind: NormKind, *, post_norms: bool = False, pre_norms: boo
         h, kv = c.num_attention_heads, getattr(c, "num_key_value_heads", None) or c.num_attention_heads
         clamped = getattr(c, "clip_qkv", None) is not None  # OLMo clamps q/k/v in place after the projections
         if fused:
-            block = attention_rows(layer, attn, {"qkv": Site(f"{attn}.qkv_proj", "output")}, (h * e, kv * e, kv * e),
+            block = attention_rows(layer, attn, {"qkv": ModuleSite(f"{attn}.qkv_proj", "output")}, (h * e, kv * e, kv * e),
                                    "o_proj", clamped)
         else:
-            block = attention_rows(layer, attn, {x: Site(f"{attn}.{x}_proj", "output") for x in "qkv"}, "", "o_proj",
+            block = attention_rows(layer, attn, {x: ModuleSite(f"{attn}.{x}_proj", "output") for x in "qkv"}, "", "o_proj",
                                    clamped)
         if pre_norms:
             block.insert(1, ("ln1.hook_normalized", norm_site(f"{layer}.input_layernorm", norm_kind), WHOLE))
@@ -249,24 +249,24 @@ def llama_sites(norm_kind: NormKind, *, post_norms: bool = False, pre_norms: boo
             at = [row[0] for row in block].index("hook_attn_out")
             block[at:at + 1] = [
                 ("ln1_post.hook_normalized", norm_site(f"{layer}.post_attention_layernorm", norm_kind), WHOLE),
-                ("hook_attn_out", Site(f"{layer}.post_attention_layernorm", "output"), WHOLE)]
+                ("hook_attn_out", ModuleSite(f"{layer}.post_attention_layernorm", "output"), WHOLE)]
         ln2 = "pre_feedforward_layernorm" if post_norms else "post_attention_layernorm"
-        gate_up = (Site(f"{mlp}.gate_up_proj", "output"), View(sizes=(d_mlp, d_mlp), part=0),
+        gate_up = (ModuleSite(f"{mlp}.gate_up_proj", "output"), View(sizes=(d_mlp, d_mlp), part=0),
                    View(sizes=(d_mlp, d_mlp), part=1)) if fused else None
         block += [
-            ("hook_resid_mid", Site(layer, "output", (mid,)), WHOLE),
+            ("hook_resid_mid", ModuleSite(layer, "output", (mid,)), WHOLE),
             *([("ln2.hook_normalized", norm_site(f"{layer}.{ln2}", norm_kind), WHOLE)] if pre_norms else []),
-            ("mlp.hook_pre", *(gate_up[:2] if gate_up else (Site(f"{mlp}.gate_proj", "output"), WHOLE))),
-            ("mlp.hook_pre_linear", *((gate_up[0], gate_up[2]) if gate_up else (Site(f"{mlp}.up_proj", "output"),
+            ("mlp.hook_pre", *(gate_up[:2] if gate_up else (ModuleSite(f"{mlp}.gate_proj", "output"), WHOLE))),
+            ("mlp.hook_pre_linear", *((gate_up[0], gate_up[2]) if gate_up else (ModuleSite(f"{mlp}.up_proj", "output"),
                                                                                  WHOLE))),
-            ("mlp.hook_post", Site(f"{mlp}.down_proj", "input"), WHOLE),
+            ("mlp.hook_post", ModuleSite(f"{mlp}.down_proj", "input"), WHOLE),
             *([("ln2_post.hook_normalized", norm_site(f"{layer}.post_feedforward_layernorm", norm_kind), WHOLE)]
               if post_norms else []),
-            ("hook_mlp_out", Site(f"{layer}.post_feedforward_layernorm", "output") if post_norms else
-             Site(mlp, "output"), WHOLE),
-            ("hook_resid_post", Site(layer, "output"), WHOLE),
+            ("hook_mlp_out", ModuleSite(f"{layer}.post_feedforward_layernorm", "output") if post_norms else
+             ModuleSite(mlp, "output"), WHOLE),
+            ("hook_resid_post", ModuleSite(layer, "output"), WHOLE),
         ]
-        return ([("hook_embed", Site("model.embed_tokens", "output"), WHOLE)], block,
+        return ([("hook_embed", ModuleSite("model.embed_tokens", "output"), WHOLE)], block,
                 [("ln_final.hook_normalized", norm_site("model.norm", norm_kind), WHOLE)])
 
     return table

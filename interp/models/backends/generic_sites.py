@@ -19,12 +19,12 @@ import torch
 from torch import Tensor, nn
 
 from interp.errors import InterpError
-from interp.models.backends.nnsight_sites import HEADS, WHOLE, Row, Site, View, apply_affine
+from interp.models.backends.nnsight_sites import HEADS, WHOLE, Row, ModuleSite, View, apply_affine
 from interp.models.native import normalise
 
 NORM_KINDS = ("layernorm", "rms", "rmsf", "rms1p")  # `interp.models.native.normalise` and `apply_affine`
 SOFTMAX = ("attention_interface_1", "nn_functional_softmax_0")  # Hugging Face's attention function, its softmax
-SiteTable = dict[str, tuple[int, Site, View]]
+SiteTable = dict[str, tuple[int, ModuleSite, View]]
 HasOp = Callable[[str, str], bool]  # (module path, nnsight `.source` operation) -> whether its forward has it
 # TransformerLens 3's names, in forward order; a model has those its backend can reach (see `bridge_hook_names`)
 BLOCK_HOOKS = ("hook_resid_pre", "ln1.hook_normalized", "attn.hook_q", "attn.hook_k", "attn.hook_v",
@@ -163,7 +163,7 @@ def generic_site_table(hf_model: nn.Module, n_layers: int, has_op: HasOp) -> Sit
     mapping = adapter_mapping(hf_model)
     probe = _Probe(hf_model, has_op)
     blocks = mapping["blocks"]
-    rows: list[Row] = [*_row("hook_embed", Site(mapping["embed"].name, "output"), WHOLE, probe)]
+    rows: list[Row] = [*_row("hook_embed", ModuleSite(mapping["embed"].name, "output"), WHOLE, probe)]
     for layer in range(n_layers):
         prefix = f"{blocks.name}.{layer}"
         rows += [(f"blocks.{layer}.{name}", site, view) for name, site, view in _block(blocks, prefix, probe)]
@@ -175,7 +175,7 @@ def generic_site_table(hf_model: nn.Module, n_layers: int, has_op: HasOp) -> Sit
 def _block(blocks: Any, prefix: str, probe: "_Probe") -> list[Row]:
     """One decoder block's rows in execution order (pre-norm attention, then the MLP)."""
     parts = blocks.submodules
-    rows = _row("hook_resid_pre", Site(prefix, "input"), WHOLE, probe)
+    rows = _row("hook_resid_pre", ModuleSite(prefix, "input"), WHOLE, probe)
     if "ln1" in parts:
         rows += _norm_row("ln1.hook_normalized", f"{prefix}.{parts['ln1'].name}", probe)
     if "attn" in parts:
@@ -184,7 +184,7 @@ def _block(blocks: Any, prefix: str, probe: "_Probe") -> list[Row]:
         rows += _norm_row("ln2.hook_normalized", f"{prefix}.{parts['ln2'].name}", probe)
     if "mlp" in parts:
         rows += _mlp(parts["mlp"], f"{prefix}.{parts['mlp'].name}", probe)
-    return rows + _row("hook_resid_post", Site(prefix, "output"), WHOLE, probe)
+    return rows + _row("hook_resid_post", ModuleSite(prefix, "output"), WHOLE, probe)
 
 
 def _attention(attn: Any, path: str, probe: "_Probe") -> list[Row]:
@@ -194,13 +194,13 @@ def _attention(attn: Any, path: str, probe: "_Probe") -> list[Row]:
     rows: list[Row] = []
     if all(x in subs and _plain_linear(subs[x]) for x in "qkv"):
         for x in "qkv":
-            rows += _row(f"attn.hook_{x}", Site(f"{path}.{subs[x].name}", "output"), HEADS, probe)
+            rows += _row(f"attn.hook_{x}", ModuleSite(f"{path}.{subs[x].name}", "output"), HEADS, probe)
     if probe.has_source_op(path, SOFTMAX[0]):
-        rows += [("attn.hook_attn_scores", Site(path, "input", SOFTMAX), WHOLE),
-                 ("attn.hook_pattern", Site(path, "output", SOFTMAX), WHOLE)]
+        rows += [("attn.hook_attn_scores", ModuleSite(path, "input", SOFTMAX), WHOLE),
+                 ("attn.hook_pattern", ModuleSite(path, "output", SOFTMAX), WHOLE)]
     if "o" in subs and _plain_linear(subs["o"]):
-        rows += _row("attn.hook_z", Site(f"{path}.{subs['o'].name}", "input"), HEADS, probe)
-    return rows + _row("hook_attn_out", Site(path, "output"), WHOLE, probe)
+        rows += _row("attn.hook_z", ModuleSite(f"{path}.{subs['o'].name}", "input"), HEADS, probe)
+    return rows + _row("hook_attn_out", ModuleSite(path, "output"), WHOLE, probe)
 
 
 def _mlp(mlp: Any, path: str, probe: "_Probe") -> list[Row]:
@@ -213,11 +213,11 @@ def _mlp(mlp: Any, path: str, probe: "_Probe") -> list[Row]:
     if type(mlp) in (MLPBridge, GatedMLPBridge) and "out" in subs:
         pre = subs.get("gate") if type(mlp) is GatedMLPBridge else subs.get("in")
         if pre is not None and _plain_linear(pre) and _plain_linear(subs["out"]):
-            rows += _row("mlp.hook_pre", Site(f"{path}.{pre.name}", "output"), WHOLE, probe)
+            rows += _row("mlp.hook_pre", ModuleSite(f"{path}.{pre.name}", "output"), WHOLE, probe)
             if type(mlp) is GatedMLPBridge and "in" in subs and _plain_linear(subs["in"]):
-                rows += _row("mlp.hook_pre_linear", Site(f"{path}.{subs['in'].name}", "output"), WHOLE, probe)
-            rows += _row("mlp.hook_post", Site(f"{path}.{subs['out'].name}", "input"), WHOLE, probe)
-    return rows + _row("hook_mlp_out", Site(path, "output"), WHOLE, probe)
+                rows += _row("mlp.hook_pre_linear", ModuleSite(f"{path}.{subs['in'].name}", "output"), WHOLE, probe)
+            rows += _row("mlp.hook_post", ModuleSite(f"{path}.{subs['out'].name}", "input"), WHOLE, probe)
+    return rows + _row("hook_mlp_out", ModuleSite(path, "output"), WHOLE, probe)
 
 
 def _plain_linear(component: Any) -> bool:
@@ -226,18 +226,18 @@ def _plain_linear(component: Any) -> bool:
     return type(component) is LinearBridge and bool(component.name)
 
 
-def _row(name: str, site: Site, view: View, probe: "_Probe") -> list[Row]:
+def _row(name: str, site: ModuleSite, view: View, probe: "_Probe") -> list[Row]:
     """The row, with a tuple-valued port reduced to its first element; none when the module did not run."""
     item = probe.tuple_port(site.module, site.port)
     if item is False:
         return []
-    return [(name, Site(site.module, site.port, site.ops, 0 if item else None), view)]
+    return [(name, ModuleSite(site.module, site.port, site.ops, 0 if item else None), view)]
 
 
 def _norm_row(name: str, path: str, probe: "_Probe") -> list[Row]:
     """`hook_normalized` of a norm module whose output one of our formulas reproduces; none otherwise."""
     kind = probe.norm_kind(path)
-    return [(name, Site(path, "input", norm=kind), WHOLE)] if kind else []
+    return [(name, ModuleSite(path, "input", norm=kind), WHOLE)] if kind else []
 
 
 def norm_eps(norm: nn.Module) -> float | None:

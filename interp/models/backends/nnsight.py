@@ -21,11 +21,11 @@ from transformers import PreTrainedModel
 from interp.errors import InterpError
 from interp.models.arch import spec_for
 from interp.models.backends.generic_sites import generic_site_table, norm_eps
-from interp.models.backends.nnsight_sites import Site, View, apply_affine, normalise, site_table
+from interp.models.backends.nnsight_sites import ModuleSite, View, apply_affine, normalise, site_table
 from interp.models.hf import HFBackedModel
 from interp.models.hooked import HookFn
 
-Plan = list[tuple[Site, list[tuple[str, View, HookFn]]]]
+Plan = list[tuple[ModuleSite, list[tuple[str, View, HookFn]]]]
 
 
 class NNsightModel(HFBackedModel):
@@ -41,7 +41,7 @@ class NNsightModel(HFBackedModel):
         self._sites = self._site_table(hf_model)
         self._active: list[tuple[str, HookFn]] = []
 
-    def _site_table(self, hf_model: PreTrainedModel) -> dict[str, tuple[int, Site, View]]:
+    def _site_table(self, hf_model: PreTrainedModel) -> dict[str, tuple[int, ModuleSite, View]]:
         """The family's hand-written site map for a native family, else one derived generically."""
         if spec_for(self.config.model_type) is not None:
             return site_table(self.config, self.summary.n_layers)
@@ -82,7 +82,7 @@ class NNsightModel(HFBackedModel):
             plan.append((site, hooks))
         return plan
 
-    def _instrument(self, site: Site, name: str) -> None:
+    def _instrument(self, site: ModuleSite, name: str) -> None:
         """Install nnsight's `.source` on the site's module before the trace (it must exist before the module runs)."""
         if not hasattr(self._module(site.module).source, site.ops[0]):
             raise InterpError(f"the nnsight backend cannot reach {name} on {self.summary.architecture}: operation "

@@ -24,7 +24,7 @@ from interp.models.native import normalise  # noqa: F401 (the nnsight backend re
 
 
 @dataclass(frozen=True)
-class Site:
+class ModuleSite:
     """A place nnsight can read and replace: `module`'s input/output, or that of `ops` inside its forward."""
 
     module: str  # dotted path below the nnsight root; "{l}" stands for the layer index
@@ -98,7 +98,7 @@ def apply_affine(normalised: Tensor, module: torch.nn.Module, kind: str, dtype: 
     return out.to(dtype)
 
 
-Row = tuple[str, Site, View]
+Row = tuple[str, ModuleSite, View]
 Table = tuple[list[Row], list[Row], list[Row]]  # before the blocks, one block ("{l}" unfilled), after the blocks
 WHOLE, HEADS = View(), View("(h d)")
 _SOFTMAX = ("attention_interface_1", "nn_functional_softmax_0")
@@ -116,16 +116,16 @@ def attention_rows(layer: str, attn: str, qkv: dict[str, Site], fused: str | tup
     else:
         qkv_views = [(f"attn.hook_{x}", qkv[x], View("(h d)", copy=copy)) for x in "qkv"]
     return [
-        ("hook_resid_pre", Site(layer, "input"), WHOLE),
+        ("hook_resid_pre", ModuleSite(layer, "input"), WHOLE),
         *qkv_views,
-        ("attn.hook_attn_scores", Site(attn, "input", _SOFTMAX), WHOLE),
-        ("attn.hook_pattern", Site(attn, "output", _SOFTMAX), WHOLE),
-        ("attn.hook_z", Site(f"{attn}.{o_proj}", "input"), HEADS),
-        ("hook_attn_out", Site(attn, "output", item=0), WHOLE),
+        ("attn.hook_attn_scores", ModuleSite(attn, "input", _SOFTMAX), WHOLE),
+        ("attn.hook_pattern", ModuleSite(attn, "output", _SOFTMAX), WHOLE),
+        ("attn.hook_z", ModuleSite(f"{attn}.{o_proj}", "input"), HEADS),
+        ("hook_attn_out", ModuleSite(attn, "output", item=0), WHOLE),
     ]
 
 
-def site_table(config: Any, n_layers: int) -> dict[str, tuple[int, Site, View]]:
+def site_table(config: Any, n_layers: int) -> dict[str, tuple[int, ModuleSite, View]]:
     """Hook name -> (execution order, site with the layer filled in, view) for every hook of a native family's model."""
     from interp.models.arch import spec_for
 

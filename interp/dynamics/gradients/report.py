@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from interp.dynamics.gradient_run import LayerGradients
-from interp.dynamics.gradient_stats import STATISTICS, THIRDS, relative_difference
+from interp.dynamics.gradients.run import LayerGradients
+from interp.dynamics.gradients.stats import STATISTICS, THIRDS, relative_difference
 
 _COLUMNS = ("all",) + THIRDS
 

@@ -34,7 +34,7 @@ def layout(model: nn.Module) -> Layout:
 
     spec = spec_for(model.config.model_type)
     if spec is None:
-        from interp.dynamics.gradient_generic import generic_layout
+        from interp.dynamics.gradients.generic import generic_layout
 
         return generic_layout(model)
     return spec.gradients(model)

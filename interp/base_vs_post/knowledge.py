@@ -27,7 +27,7 @@ from torch import Tensor
 
 from interp.errors import InterpError
 from interp.options import check_context
-from interp.finetuning.truth import SUFFIX, label_ids, truth_query
+from interp.base_vs_post.truth import SUFFIX, label_ids, truth_query
 from interp.models.hooked import HookedModel
 from probes.activations import encode
 from probes.datasets import Statement

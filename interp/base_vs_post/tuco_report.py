@@ -6,7 +6,7 @@ from typing import Any, Sequence
 
 import torch
 
-from interp.finetuning.tuco import TuCoResult
+from interp.base_vs_post.tuco import TuCoResult
 
 
 def histograms(sets: dict[str, TuCoResult], title: str, output_co: bool = False) -> Any:

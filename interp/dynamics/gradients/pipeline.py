@@ -17,11 +17,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from interp.dynamics.gradient_data import (
+from interp.dynamics.gradients.data import (
     TEMPLATES, Encoded, check_samples, encode_pairs, is_zoo_checkpoint, read_pairs, resolve_template, sample_sources,
 )
-from interp.dynamics.gradient_report import figures, mad_markdown, relative_differences
-from interp.dynamics.gradient_run import LayerGradients, layer_gradients, summary_of
+from interp.dynamics.gradients.report import figures, mad_markdown, relative_differences
+from interp.dynamics.gradients.run import LayerGradients, layer_gradients, summary_of
 from interp.errors import InterpError
 from interp.options import check_range
 from interp.outdir import check_out, write_partial_settings
@@ -77,7 +77,7 @@ class Prepared:
 
 def check_layout(root: Path, include_mlp: bool) -> None:
     """A family without a native spec: its projections found generically (`gradient_generic`), before loading."""
-    from interp.dynamics.gradient_generic import check_generic
+    from interp.dynamics.gradients.generic import check_generic
     from interp.loading import read_config
     from interp.models.arch import spec_for
 

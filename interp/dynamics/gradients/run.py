@@ -20,9 +20,9 @@ from jaxtyping import Float
 from safetensors import safe_open
 from torch import Tensor, nn
 
-from interp.dynamics.gradient_data import Encoded
-from interp.dynamics.gradient_stats import STATISTICS, mad_table, singular_value_stats
-from interp.dynamics.gradients import IGNORE, layout, per_sample_gradients
+from interp.dynamics.gradients.data import Encoded
+from interp.dynamics.gradients.stats import STATISTICS, mad_table, singular_value_stats
+from interp.dynamics.gradients.per_sample import IGNORE, layout, per_sample_gradients
 from interp.errors import InterpError
 from interp.progress import progress
 from interp.results import atomic_save_tensors
