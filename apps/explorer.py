@@ -6,6 +6,7 @@ Run with `interp app [RESULTS_DIR_OR_ZOO ...]` (or `streamlit run apps/explorer.
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 from pathlib import Path
@@ -16,15 +17,12 @@ if str(ROOT) not in sys.path:  # `streamlit run` puts only apps/ on the path
 
 import streamlit as st  # noqa: E402
 
-from apps.views import directions, gradients, induction, knowledge, patching, runner, tuco  # noqa: E402
-from apps.views.common import errors_as_messages, literal, load_results  # noqa: E402
+from apps.views import runner  # noqa: E402
 from apps.views.kinds import find_results, kind_of, missing_files  # noqa: E402
+from interp.analyses import analyses  # noqa: E402
+from interp.analyses.widgets import errors_as_messages, literal, load_results  # noqa: E402
 
 DIRS_VARIABLE = "INTERP_APP_DIRS"
-PAGES = {"patch": ("Activation patching", patching.render), "truth": ("Truth directions", directions.render),
-         "refusal": ("Refusal directions", directions.render), "knowledge": ("Knowledge maps", knowledge.render),
-         "tuco": ("Tuning contribution (TuCo)", tuco.render), "induction": ("Induction heads", induction.render),
-         "gradients": ("Layer gradients", gradients.render)}
 
 
 def default_roots() -> list[Path]:
@@ -54,15 +52,14 @@ def browse() -> None:
                          "interrupted or foreign write; rerun the analysis that wrote it)"))
         return
     results = load_results(path)
-    kind = kind_of(results)
-    if kind not in PAGES:
+    unit = analyses().get(kind_of(results) or "")
+    if unit is None:
         names = ", ".join(sorted(results.tensors)[:12])
         st.warning(literal(f"{path}: no page knows these results (tensors: {names})"))
         return
-    title, render = PAGES[kind]
-    st.header(title)
+    st.header(unit.title)
     st.caption(literal(path))
-    render(results, found) if kind == "patch" else render(results)
+    importlib.import_module(unit.page).render(results, found)  # each analysis's page: it reads results only
 
 
 def main() -> None:

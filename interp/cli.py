@@ -1,15 +1,24 @@
-"""The `interp` command line. Each sub-command lives in `interp/commands/<name>.py`.
+"""The `interp` command line: one command per registered analysis (`interp.analyses`), generated from its Spec, and
+the tools in `interp/commands/` (info, cache, zoo, app, induction train).
 
 Heavy imports (torch, transformers) happen inside the commands, so `interp --help` is instant.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
+import inspect
+import pkgutil
 import sys
+import typing
+from typing import Annotated, Any, Optional
 
 import typer
 
+from interp import commands
+from interp.analyses import analyses
+from interp.analyses.unit import Analysis, Arg, cli_form
 from interp.errors import InterpError
 
 app = typer.Typer(
@@ -22,20 +31,8 @@ app = typer.Typer(
 )
 
 _STATE = {"debug": False}
-
-# Sub-command modules; importing one registers its commands on `app`.
-COMMAND_MODULES = [
-    "interp.commands.info",
-    "interp.commands.cache",
-    "interp.commands.tuco",
-    "interp.commands.directions",
-    "interp.commands.knowledge",
-    "interp.commands.gradients",
-    "interp.commands.induction",
-    "interp.commands.patch",
-    "interp.commands.app",
-    "interp.commands.zoo",
-]
+GROUPS = {"directions": "Truthfulness and refusal directions of a base and a post-trained model (Du et al. 2025).",
+          "induction": "Induction heads across a training run: scores per checkpoint, and clamped training."}
 
 
 @app.callback()
@@ -43,8 +40,53 @@ def _root(debug: bool = typer.Option(False, "--debug", help="Show full traceback
     _STATE["debug"] = debug
 
 
-for _module in COMMAND_MODULES:
-    importlib.import_module(_module)
+def group(name: str) -> typer.Typer:
+    """The sub-command group `interp NAME ...`, created on first use."""
+    for info in app.registered_groups:
+        if info.name == name:
+            return info.typer_instance
+    sub = typer.Typer(help=GROUPS[name], no_args_is_help=True)
+    app.add_typer(sub, name=name)
+    return sub
+
+
+def command_params(unit: Analysis) -> list[inspect.Parameter]:
+    """The typer parameters of `unit`'s command, one per Spec field: `Arg` positional, `Opt` an option (a sequence
+    field a repeatable option), with the Spec's defaults."""
+    params = []
+    for field in unit.fields():
+        kind, form = cli_form(unit.spec, field.name)
+        default = (field.default if field.default is not dataclasses.MISSING
+                   else field.default_factory() if field.default_factory is not dataclasses.MISSING else ...)
+        if typing.get_origin(kind) in (tuple, list):  # typer's repeatable option: a list, None when absent
+            kind, default = Optional[list[typing.get_args(kind)[0]]], None if default == () else default
+        info = (typer.Argument(help=form.help) if isinstance(form, Arg)
+                else typer.Option(*form.flags, help=form.help))
+        params.append(inspect.Parameter(field.name, inspect.Parameter.KEYWORD_ONLY, annotation=Annotated[kind, info],
+                                        default=inspect.Parameter.empty if default is ... else default))
+    return params
+
+
+def add_command(unit: Analysis) -> None:
+    """Register `interp <unit.command>`: build the Spec from the arguments, run it, print where results went."""
+    def command(**kwargs: Any) -> None:
+        settings = {k: (() if v is None and typing.get_origin(cli_form(unit.spec, k)[0]) in (tuple, list) else v)
+                    for k, v in kwargs.items()}
+        results = unit.run(unit.spec(**settings))
+        typer.echo(f"wrote {results.path}")
+
+    params = command_params(unit)
+    command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    command.__annotations__ = {p.name: p.annotation for p in params}
+    command.__doc__ = unit.spec.__doc__
+    *path, name = unit.command
+    (group(path[0]) if path else app).command(name)(command)
+
+
+for _unit in analyses().values():
+    add_command(_unit)
+for _module in pkgutil.iter_modules(commands.__path__):  # the tools: info, cache, zoo, app, induction train
+    importlib.import_module(f"{commands.__name__}.{_module.name}")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -6,7 +6,7 @@ import pandas as pd
 import streamlit as st
 from torch import Tensor
 
-from apps.views.common import axes_of, lines, literal
+from interp.analyses.widgets import axes_of, lines, literal
 from interp.results import Results
 
 

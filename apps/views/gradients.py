@@ -5,7 +5,7 @@ from __future__ import annotations
 import streamlit as st
 from torch import Tensor
 
-from apps.views.common import axes_of, lines
+from interp.analyses.widgets import axes_of, lines
 from interp.errors import InterpError
 from interp.results import Results
 

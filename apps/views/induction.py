@@ -6,7 +6,7 @@ import streamlit as st
 import torch
 from torch import Tensor
 
-from apps.views.common import axes_of, lines
+from interp.analyses.widgets import axes_of, lines
 from interp.results import Results
 
 HEAD_AXES = ["checkpoint", "layer", "head"]

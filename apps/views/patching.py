@@ -10,7 +10,7 @@ import plotly.graph_objects as go
 import streamlit as st
 from torch import Tensor
 
-from apps.views.common import axes_of, grid, heatmap, literal, load_results, tick_labels
+from interp.analyses.widgets import axes_of, grid, heatmap, literal, load_results, tick_labels
 from apps.views.kinds import kind_of
 from interp.errors import InterpError
 from interp.results import Results

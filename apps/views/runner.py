@@ -11,17 +11,8 @@ from typing import Callable, Iterable
 
 import streamlit as st
 
-from apps.views.common import literal
+from interp.analyses.widgets import literal
 
-TEMPLATES = {
-    "patch": "patch RUN --task TASK.jsonl --out results/patch",
-    "directions truth": "directions truth BASE POST --out results/truth",
-    "directions refusal": "directions refusal BASE POST --out results/refusal",
-    "knowledge": "knowledge BASE POST --out results/knowledge",
-    "tuco": "tuco BASE FT --prompts PROMPTS.txt --out results/tuco",
-    "induction": "induction RUN --out results/induction",
-    "gradients": "gradients MODEL --data DATA.jsonl --out results/gradients",
-}
 _PERCENT = re.compile(r"(?:^|\s)([^\r\n:]*?):?\s*(\d{1,3})%\|")
 
 
@@ -64,8 +55,9 @@ def out_dir(args: list[str]) -> Path | None:
 def render() -> None:
     """Pick an analysis, edit its command line, run it with a progress bar; the results appear under Browse."""
     st.header("Run an analysis")
-    kind = st.selectbox("analysis", list(TEMPLATES), key="run_kind")
-    line = st.text_input("interp ...", TEMPLATES[kind], key=f"run_args_{kind}")
+    examples = {" ".join(unit.command): unit.example for unit in analyses().values()}
+    kind = st.selectbox("analysis", list(examples), key="run_kind")
+    line = st.text_input("interp ...", examples[kind], key=f"run_args_{kind}")
     st.caption("Arguments as on the command line; see `interp <command> --help`.")
     if not st.button("Run", key="run_go"):
         return

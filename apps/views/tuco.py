@@ -8,7 +8,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from apps.views.common import axes_of, literal, plotly_text
+from interp.analyses.widgets import axes_of, literal, plotly_text
 from interp.results import Results
 
 

@@ -34,7 +34,7 @@ def cache(
     """Cache activations; the same request again reuses the files after checking every shard against its recorded
     sha256, shapes and dtypes (a damaged cache is recomputed, with a note). A run's checkpoints must share shapes."""
     from interp.cache import cache_run, check_cache_out, check_request, claim_cache_out, open_run
-    from interp.commands.backend import auto_backend
+    from interp.models.auto_backend import auto_backend
     from interp.base_vs_post.prompts import read_prompts
     from interp.loading import resolve_device, resolve_dtype
 

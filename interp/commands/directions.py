@@ -75,7 +75,7 @@ def load_pair(base: Path, post: Path, device: str, why: str = "; prompts are bat
               ) -> dict[str, Any]:
     """Both checkpoints on the native backend, or on TransformerLens's when interp has no native implementation of
     their family (after `check_pair`: one architecture, so one notice, ending with `why`)."""
-    from interp.commands.backend import auto_backend
+    from interp.models.auto_backend import auto_backend
     from interp.loading import load
 
     backend = auto_backend(base, why)

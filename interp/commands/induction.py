@@ -122,7 +122,7 @@ def run_induction(run: Path, out: Path, seq_len: int = 50, batch: int = 10, text
     from interp.dynamics.formation import detect_formation
     from interp.dynamics.induction import SCORE_NAMES, make_probe
     from interp.dynamics.induction_report import heatmaps, loss_curves, score_curves
-    from interp.commands.backend import require_native
+    from interp.models.auto_backend import require_native
     from interp.loading import load_tokenizer, resolve_device, verify_checkpoint
     from interp.options import check_range
     from interp.outdir import write_partial_settings

@@ -69,7 +69,7 @@ def run_tuco(base: Path, ft: Path, prompts: Path, out: Path, prompts_b: Path | N
     from interp.base_vs_post.prompts import read_prompts
     from interp.base_vs_post.tuco import alpha_sweep, auc, check_pair, check_prompts, layer_alphas, tuco_texts
     from interp.base_vs_post.tuco_report import alpha_curves, histograms, layer_curves
-    from interp.commands.backend import require_native
+    from interp.models.auto_backend import require_native
     from interp.loading import load, load_tokenizer, resolve_device, verify_checkpoint
     from interp.outdir import check_out
     from interp.results import input_identity, write_results

@@ -3,10 +3,9 @@ results unchanged), else the TransformerLens bridge, with one line on stderr say
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
-
-import typer
 
 from interp.errors import InterpError
 
@@ -39,8 +38,8 @@ def auto_backend(path: Path, why: str = "") -> str:
     """"native" for a native family; else "transformer_lens", announced in one stderr line (`why`: what changes)."""
     if is_native(path):
         return "native"
-    typer.echo(f"note: {model_type_of(path)!r} has no native implementation in interp; using backend "
-               f"'transformer_lens' (Hugging Face's own forward, TransformerLens hooks){why}", err=True)
+    print(f"note: {model_type_of(path)!r} has no native implementation in interp; using backend "
+          f"'transformer_lens' (Hugging Face's own forward, TransformerLens hooks){why}", file=sys.stderr)
     return "transformer_lens"
 
 

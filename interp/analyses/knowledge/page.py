@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import streamlit as st
 
-from apps.views.common import axes_of, grid, heatmap
+from interp.analyses.widgets import axes_of, grid, heatmap
 from interp.results import Results
 
 
-def render(results: Results) -> None:
+def render(results: Results, found: list[Path]) -> None:
     """One heatmap per map, chosen in a select box; correlations as a table."""
     maps = sorted(name.removeprefix("map_") for name in results.tensors if name.startswith("map_"))
     name = st.selectbox("map (source_to_target, or a model's own)", maps, key="knowledge_map")
