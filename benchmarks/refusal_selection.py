@@ -30,10 +30,11 @@ import torch
 
 from interp.errors import InterpError
 from interp.base_vs_post import refusal
+from interp.data.judges import REFERENCE
 from interp.loading import load
 from interp.models.hooked import HookedModel
 from interp.testing import tiny_checkpoint
-from probes.datasets import zoo_requests
+from interp.data.datasets import zoo_requests
 from probes.directions import unit
 from probes.steering import ablate_hooks
 
@@ -65,7 +66,7 @@ def logit_selection(model: HookedModel, prompt: refusal.PromptFn, candidates: to
     layers = refusal.candidate_layers(candidates.shape[1])
     try:
         selection = refusal.select_direction(model, prompt, candidates[:, layers], positions, layers, harmful,
-                                             harmless, refusal.is_refusal, batch_size)
+                                             harmless, REFERENCE, batch_size)
     except InterpError as err:
         return {"candidates": len(positions) * len(layers), "error": err.message}
     return {"candidates": len(positions) * len(layers), "chosen": selection.summary()["chosen"],
@@ -92,7 +93,7 @@ def main() -> None:
         last = candidates[-1:]  # position -1, both methods
         new, new_s = timed(lambda: logit_selection(model, prompt, last, [-1], harmful, harmless, args.batch_size))
         (old_layer, old_scores), old_s = timed(lambda: generation_selection(
-            model, prompt, last[0], harmful, args.max_new_tokens, refusal.is_refusal, args.batch_size))
+            model, prompt, last[0], harmful, args.max_new_tokens, REFERENCE, args.batch_size))
     per_candidate = new_s / new["candidates"]
     default_candidates = len(positions) * len(refusal.candidate_layers(args.layers))
     lengths = [len(prompt(x)) for x in [*harmful, *harmless]]

@@ -61,7 +61,7 @@ print("reused on a second call:", cache_activations(model, prompts, ["blocks.1.h
     new_code_cell('''from interp.results import read_results
 from patching.report import site_heatmap
 from patching.sweep import Settings, run_sweep
-from patching.tasks import write_zoo_tasks
+from interp.zoo.tasks import write_zoo_tasks
 
 facts_task = next(p for p in write_zoo_tasks(work / "tasks", model.tokenizer) if p.stem == "facts")
 out = run_sweep(zoo / "base", facts_task, work / "patch", Settings(sites=("resid_pre", "attn_out", "mlp_out")))

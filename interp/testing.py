@@ -6,7 +6,6 @@ config and saved with `save_pretrained`, so the directories look exactly like re
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoModelForCausalLM, PreTrainedConfig, PreTrainedTokenizerFast
 
 from interp.models.arch import FAMILIES, specs
+from interp.models.hf import pin_eager_attention
 
 ARCHITECTURES: tuple[str, ...] = FAMILIES
 
@@ -106,12 +106,5 @@ def tiny_checkpoint(arch: str, out_dir: Path, seed: int = 0, **overrides: Any) -
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
-    _pin_eager_attention(out_dir / "config.json")
+    pin_eager_attention(out_dir / "config.json")
     return out_dir
-
-
-def _pin_eager_attention(config_json: Path) -> None:
-    """Record eager attention in config.json (transformers drops it on save) so every loader gets exact logits."""
-    config = json.loads(config_json.read_text())
-    config["attn_implementation"] = "eager"
-    config_json.write_text(json.dumps(config, indent=2) + "\n")

@@ -342,7 +342,7 @@ def test_refusal_hook_path_equals_the_native_path(tiny_dir) -> None:
     rows only): candidate directions, Arditi et al.'s three scores, the selection, refusal scores and generations
     under ablation and addition, 1e-4."""
     import interp.base_vs_post.refusal as refusal
-    from probes.datasets import zoo_requests
+    from interp.data.datasets import zoo_requests
 
     path = tiny_dir("llama")
     models = {b: interp.load(path, backend=b, device="cpu") for b in ("native", "transformer_lens")}
@@ -385,7 +385,7 @@ def test_knowledge_maps_on_hooks_equal_the_native_maps(zoo_quick: Path) -> None:
     from interp.checkpoints import discover
     from interp.base_vs_post.knowledge import knowledge_maps
     from interp.base_vs_post.truth import few_shot_lines
-    from probes.datasets import zoo_pairs, zoo_statements
+    from interp.data.datasets import zoo_pairs, zoo_statements
 
     paths = {"base": discover(zoo_quick / "base")[-1].path, "post": discover(zoo_quick / "chat")[-1].path}
     shots = few_shot_lines(zoo_statements("train"), 2, 0)

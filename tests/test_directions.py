@@ -15,7 +15,7 @@ import torch
 from interp.checkpoints import discover
 from interp.models.backends.native_backend import NativeModel
 from probes.activations import encode
-from probes.datasets import Statement, zoo_pairs, zoo_statements, zoo_requests
+from interp.data.datasets import Statement, zoo_pairs, zoo_statements, zoo_requests
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 

@@ -15,7 +15,7 @@ import torch
 
 from clitools import assert_unchanged, assert_user_error, run, tree_state
 from interp.checkpoints import discover
-from probes.datasets import zoo_pairs, zoo_statements
+from interp.data.datasets import zoo_pairs, zoo_statements
 
 TRUTH = ["directions", "truth", "BASE", "POST", "--out", "W/out"]
 REFUSAL = ["directions", "refusal", "BASE", "POST", "--out", "W/out"]

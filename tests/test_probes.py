@@ -14,7 +14,7 @@ import torch
 
 from interp.errors import InterpError
 from probes.activations import collect, encode, left_pad
-from probes.datasets import load_instructions, load_refusal_dir, load_truth_csv
+from interp.data.datasets import load_instructions, load_refusal_dir, load_truth_csv
 from probes.directions import (cosine, diff_in_means, fit_logistic, logistic_probe, mass_mean_probe,
                                train_test_split, unit)
 from probes.steering import ablate_hooks, add_hooks, project_out

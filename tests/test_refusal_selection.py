@@ -15,11 +15,12 @@ import torch
 
 import interp.base_vs_post.refusal as refusal
 from interp.checkpoints import discover
+from interp.data.judges import REFERENCE, Judge
 from interp.errors import InterpError
 from interp.loading import load
 from interp.models.hooked import HookedModel
 from interp.testing import tiny_checkpoint
-from probes.datasets import zoo_requests
+from interp.data.datasets import zoo_requests
 
 TEMPLATE = "User: {instruction}\nAssistant:"
 
@@ -239,9 +240,9 @@ def test_refusal_tokens_are_the_first_tokens_of_the_prefixes_the_judge_accepts(
 
     tok = quick_models["post"].tokenizer
     assert tok.convert_ids_to_tokens(refusal.refusal_token_ids(tok, zoo_judge)) == ["I", "Sorry"]
-    assert tok.convert_ids_to_tokens(refusal.refusal_token_ids(tok, refusal.is_refusal)) == ["I"]
+    assert tok.convert_ids_to_tokens(refusal.refusal_token_ids(tok, REFERENCE)) == ["I"]
     with pytest.raises(InterpError, match="accepts none of the known refusal prefixes"):
-        refusal.refusal_token_ids(tok, lambda text: False)
+        refusal.refusal_token_ids(tok, Judge("none", ()))
 
 
 # --- results ------------------------------------------------------------------------------------------------------
@@ -251,7 +252,7 @@ def test_given_layer_and_position_skip_selection_and_flag_a_model_refusing_nothi
     harmful, harmless = (x[:3] for x in zoo_requests("train"))
     res = refusal.refusal_transfer({"base": tiny, "post": tiny}, {"base": prompt, "post": prompt},
                                    (harmful, harmless), (harmful, harmless), layer=1, pos=-1, max_new_tokens=2,
-                                   judge=lambda text: False)
+                                   judge=Judge("none", ()))
     summary = res.summary()
     assert summary["baseline_refuses_none"] == {"base": True, "post": True}
     assert summary["selection"] is None and "selection_scores" not in res.tensors()

@@ -30,7 +30,7 @@ from interp.options import check_context
 from interp.base_vs_post.truth import SUFFIX, label_ids, truth_query
 from interp.models.hooked import HookedModel
 from probes.activations import encode
-from probes.datasets import Statement
+from interp.data.datasets import Statement
 
 if TYPE_CHECKING:
     from patching.engine import PatchResult

@@ -33,7 +33,7 @@ from interp.options import check_context
 from interp.models.hooked import HookedModel
 from interp.options import check_range
 from probes.activations import collect, encode, pad_id_of, residual_layout, runner, tail_logits
-from probes.datasets import Statement, check_both_labels
+from interp.data.datasets import Statement, check_both_labels
 from probes.directions import LinearProbe, center_by_group, cosine, logistic_probe, mass_mean_probe
 from probes.steering import Hook, add_hooks, site_names
 

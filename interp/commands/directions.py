@@ -110,7 +110,7 @@ def warn(message: str) -> None:
 def truth_data(data: list[Path], eval_path: Path | None, seed: int) -> tuple[list[Any], list[Any], str]:
     """(train, held-out, description): the zoo's splits, or CSVs (held out: --eval, else a 20% split), each file and
     split holding true and false statements."""
-    from probes.datasets import check_both_labels, load_truth_csv, zoo_statements
+    from interp.data.datasets import check_both_labels, load_truth_csv, zoo_statements
     from probes.directions import train_test_split
 
     if not data:
@@ -195,7 +195,7 @@ def run_truth(base: Path, post: Path, out: Path, data: list[Path], eval_path: Pa
 def refusal_data(data: Path | None, n_train: int, n_test: int) -> tuple[tuple[list[str], list[str]],
                                                                        tuple[list[str], list[str]], str]:
     """((harmful, harmless) train, (harmful, harmless) test, description): the zoo's requests or a refusal dir."""
-    from probes.datasets import load_refusal_dir, zoo_requests
+    from interp.data.datasets import load_refusal_dir, zoo_requests
 
     if data is None:
         train, test, described = zoo_requests("train"), zoo_requests("test"), "zoo requests (train / test)"
@@ -243,7 +243,8 @@ def run_refusal(base: Path, post: Path, out: Path, data: Path | None = None, lay
     """Refusal directions, cosines and refusal scores under ablation and addition (own and transferred); every input
     checked before the models are loaded. Warns of a model that refuses none of the harmful requests."""
     from interp.base_vs_post.figures import grouped_bars, layer_curves
-    from interp.base_vs_post.refusal import is_refusal, refusal_transfer
+    from interp.base_vs_post.refusal import refusal_transfer
+    from interp.data.judges import REFERENCE as is_refusal
     from interp.options import check_range
     from interp.outdir import check_out
     from interp.results import write_results

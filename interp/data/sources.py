@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Callable
 from interp.errors import InterpError
 
 if TYPE_CHECKING:
-    from probes.datasets import Statement
+    from interp.data.datasets import Statement
 
 GROUP = "interp.data_sources"
 DEFAULT = "zoo"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -100,3 +101,10 @@ class HFBackedModel(HookedModel):
     @property
     def learned_positions(self) -> bool:
         return learned_positions(self.config)
+
+
+def pin_eager_attention(config_json: Path) -> None:
+    """Record eager attention in config.json (transformers drops it on save) so every loader gets exact logits."""
+    config = json.loads(config_json.read_text())
+    config["attn_implementation"] = "eager"
+    config_json.write_text(json.dumps(config, indent=2) + "\n")

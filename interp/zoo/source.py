@@ -6,7 +6,7 @@ from pathlib import Path
 
 from interp.data.sources import DataSource
 from interp.zoo import data
-from probes.datasets import Statement
+from interp.data.datasets import Statement
 
 
 def statements(split: str) -> list[Statement]:

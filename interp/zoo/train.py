@@ -23,7 +23,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from interp.testing import _pin_eager_attention
+from interp.models.hf import pin_eager_attention
 from interp.zoo import corpus
 
 Batch = tuple[Int[Tensor, "batch pos"], Bool[Tensor, "batch pos"]]  # tokens, loss mask over predicted tokens
@@ -205,5 +205,5 @@ def save_checkpoint(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast,
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
-    _pin_eager_attention(out / "config.json")
+    pin_eager_attention(out / "config.json")
     return out

@@ -47,7 +47,7 @@ class Spec:
 def knowledge_data(data: Path | None, seed: int) -> tuple[list[Any], list[Any], str]:
     """(pairs or statements, few-shot source, description): the zoo's held-out pairs or a Geometry-of-Truth CSV with
     true and false statements."""
-    from probes.datasets import check_both_labels, load_truth_csv, zoo_pairs, zoo_statements
+    from interp.data.datasets import check_both_labels, load_truth_csv, zoo_pairs, zoo_statements
 
     if data is None:
         return zoo_pairs("test"), zoo_statements("train"), "zoo truth pairs (test), few-shot lines from train"
