@@ -1,7 +1,8 @@
 """The interp explorer: browse every results directory interp writes (it reads only those: axis names, ticks and
 inputs come from each directory's summary.json), and start analyses as `interp` commands.
 
-Run with `interp app [RESULTS_DIR_OR_ZOO ...]` (or `streamlit run apps/explorer.py -- DIR ...`).
+Run with `interp app [RESULTS_DIR_OR_ZOO ...]` (or `streamlit run apps/explorer.py -- DIR ...` where interp is
+installed): it imports `apps` and `interp` as the installed packages, so a wheel serves it as a checkout does.
 """
 
 from __future__ import annotations
@@ -11,16 +12,12 @@ import os
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # `streamlit run` puts only apps/ on the path
-    sys.path.insert(0, str(ROOT))
+import streamlit as st
 
-import streamlit as st  # noqa: E402
-
-from apps.views import runner  # noqa: E402
-from apps.views.kinds import find_results, kind_of, missing_files  # noqa: E402
-from interp.analyses import analyses  # noqa: E402
-from interp.analyses.widgets import errors_as_messages, literal, load_results  # noqa: E402
+from apps.views import runner
+from apps.views.kinds import find_results, kind_of, missing_files
+from interp.analyses import analyses
+from interp.analyses.widgets import errors_as_messages, literal, load_results
 
 DIRS_VARIABLE = "INTERP_APP_DIRS"
 

@@ -34,7 +34,7 @@ from interp.data.judges import REFERENCE
 from interp.loading import load
 from interp.models.hooked import HookedModel
 from interp.testing import tiny_checkpoint
-from interp.data.datasets import zoo_requests
+from interp.data.sources import source
 from probes.directions import unit
 from probes.steering import ablate_hooks
 
@@ -83,7 +83,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     load_before = os.getloadavg()
-    harmful, harmless = (x[:args.requests] for x in zoo_requests("train"))
+    harmful, harmless = (x[:args.requests] for x in source().refusal_requests("train"))
     with tempfile.TemporaryDirectory() as tmp:
         model = load(tiny_checkpoint("llama", Path(tmp) / "tiny", num_hidden_layers=args.layers), backend="native")
         prompt = refusal.template_prompt(model.tokenizer, TEMPLATE)

@@ -58,18 +58,15 @@ print("reused on a second call:", cache_activations(model, prompts, ["blocks.1.h
     new_markdown_cell("## Patch across training\n\nThe zoo's fact task: clean prompt \"The city of Paris is in\", "
                       "corrupted with another city. Every checkpoint of the base run is patched at each site; 1 means "
                       "patching that activation restores the clean answer, 0 that it does nothing."),
-    new_code_cell('''from interp.results import read_results
-from patching.report import site_heatmap
-from patching.sweep import Settings, run_sweep
+    new_code_cell('''from interp.analyses import analysis
 from interp.zoo.tasks import write_zoo_tasks
 
 facts_task = next(p for p in write_zoo_tasks(work / "tasks", model.tokenizer) if p.stem == "facts")
-out = run_sweep(zoo / "base", facts_task, work / "patch", Settings(sites=("resid_pre", "attn_out", "mlp_out")))
-results = read_results(out)
-steps = [c["step"] for c in results.summary["checkpoints"]]
+patch = analysis("patch")  # every analysis: a Spec (the command's options), run(spec) -> Results, figures(results)
+results = patch.run(patch.spec(run=zoo / "base", task=facts_task, out=work / "patch",
+                               sites="resid_pre,attn_out,mlp_out", device="cpu"))
 print("clean logit difference per step:", [round(v, 2) for v in results.summary["clean_metric"]])
-site_heatmap("resid_pre", results.tensors["resid_pre"], [f"step {s}" for s in steps],
-             results.summary["prompt_tokens"]["clean"])'''),
+patch.figures(results)[0]  # resid_pre: a heatmap per checkpoint, with a slider'''),
     new_markdown_cell("Browse it (and every other results directory) in the explorer:"),
     new_code_cell('print(f"interp app {work}")'),
 ]
@@ -86,10 +83,9 @@ base, post = discover(zoo / "base")[-1].path, discover(zoo / "chat")[-1].path
 print(base, post, sep="\\n")'''),
     new_markdown_cell("## Truth directions per layer\n\nMass-mean probes trained on one model and tested on both, "
                       "and the cosine between the two models' directions."),
-    new_code_cell('''from interp.commands.directions import run_truth
-from interp.results import read_results
+    new_code_cell('''from interp.analyses import run
 
-truth = read_results(run_truth(base, post, work / "truth", data=[], n_steer=32))
+truth = run("truth", base=base, post=post, out=work / "truth", n_steer=32)  # = `interp directions truth ...`
 print("cosine per layer:", truth.summary["cosine_per_layer"])
 print("probe accuracy at the probe layer:", truth.summary["probe_accuracy_at_probe_layer"])'''),
     new_code_cell('''import plotly.graph_objects as go
@@ -100,20 +96,19 @@ fig = go.Figure([go.Scatter(y=mm[i, j].tolist(), name=f"{a} probe on {b}")
 fig.update_layout(xaxis_title="layer", yaxis_title="held-out accuracy")'''),
     new_markdown_cell("## Tuning contribution\n\nTuCo on harmful vs harmless requests: the fine-tuning component's "
                       "share of the last token's residual update, and the refusal rate as that component is scaled."),
-    new_code_cell('''from interp.commands.tuco import run_tuco
-from interp.zoo import data
+    new_code_cell('''from interp.zoo import data
 
 harmful, harmless = data.refusal_requests("test")
 (work / "harmful.txt").write_text("\\n".join(data.chat_prompt(t).replace("\\n", " ") for t in harmful[:16]))
 (work / "harmless.txt").write_text("\\n".join(data.chat_prompt(t).replace("\\n", " ") for t in harmless[:16]))
-tuco = read_results(run_tuco(base, post, work / "harmful.txt", work / "tuco", prompts_b=work / "harmless.txt",
-                             alphas=("0", "0.5", "1"), max_new_tokens=4))
+tuco = run("tuco", base=base, ft=post, prompts=work / "harmful.txt", prompts_b=work / "harmless.txt",
+           out=work / "tuco", alphas=("0", "0.5", "1"), max_new_tokens=4)
 print("AUC (TuCo higher on harmful):", round(tuco.summary["auc_tuco_a_vs_b"], 3))
 print("refusal rate per alpha:", tuco.summary["behaviour"])'''),
     new_code_cell('''go.Figure([go.Histogram(x=tuco.tensors["tuco"].tolist(), name="harmful", opacity=0.6),
            go.Histogram(x=tuco.tensors["tuco_b"].tolist(), name="harmless", opacity=0.6)]
           ).update_layout(barmode="overlay", xaxis_title="TuCo")'''),
-    new_code_cell('print(f"interp app {work}   # then try the live alpha slider on the TuCo page")'),
+    new_code_cell('print(f"interp app {work}")'),
 ]
 
 DYNAMICS = [
@@ -121,10 +116,9 @@ DYNAMICS = [
                       "checkpoint for induction (Olsson et al. 2022), find when heads form, and compare layer-wise "
                       "gradient norms for fast vs slow-thinking answers (Li, Li & Zhou 2025)."),
     new_code_cell(SETUP),
-    new_code_cell('''from interp.commands.induction import run_induction
-from interp.results import read_results
+    new_code_cell('''from interp.analyses import run
 
-induction = read_results(run_induction(zoo / "base", work / "induction", seq_len=20, batch=4))
+induction = run("induction", run=zoo / "base", out=work / "induction", seq_len=20, batch=4)
 print("steps:", induction.summary["steps"])
 print("formation:", induction.summary["induction_heads"])'''),
     new_code_cell('''import plotly.graph_objects as go
@@ -138,18 +132,19 @@ go.Figure([go.Scatter(x=steps, y=scores[:, layer, head].tolist(), name=f"L{layer
     new_code_cell('''import json
 
 from interp.checkpoints import discover
-from interp.dynamics.gradients.pipeline import Condition, Options, compare_conditions
 from interp.zoo import data
 
 for style in ("fast", "slow"):
     rows = data.arithmetic("train", style=style)[:8]
     (work / f"{style}.jsonl").write_text("".join(json.dumps({"instruction": i, "response": r}) + "\\n" for i, r in rows))
 post = discover(zoo / "chat")[-1].path
-summary = compare_conditions(Condition(post, work / "fast.jsonl", "fast"), Condition(post, work / "slow.jsonl", "slow"),
-                             work / "gradients", Options(batch_size=8))
+summary = run("gradients", model=post, data=work / "fast.jsonl", data_b=work / "slow.jsonl", label_a="fast",
+              label_b="slow", out=work / "gradients", batch_size=8).summary
 print(summary["mad_markdown"])
 print(f"interp app {work}")'''),
-    new_code_cell('''grads = read_results(work / "gradients")
+    new_code_cell('''from interp.results import read_results
+
+grads = read_results(work / "gradients")
 go.Figure([go.Scatter(y=grads.tensors[f"{side}.nuclear.{p}"].tolist(), name=f"{label} {p}")
            for side, label in (("a", "fast"), ("b", "slow")) for p in "qkvo"]
           ).update_layout(xaxis_title="layer", yaxis_title="gradient nuclear norm")'''),
@@ -179,11 +174,10 @@ native, bridge = interp.load(last, backend="native"), interp.load(last, backend=
 tokens = native.to_tokens(["The city of Paris is in"])
 print("max |logit difference| native vs TransformerLens:", float((native(tokens) - bridge(tokens)).abs().max()))'''),
     new_markdown_cell("Any analysis takes the run directory; from a shell: `interp induction "
-                      "my_run --out results/induction`."),
-    new_code_cell('''from interp.commands.induction import run_induction
-from interp.results import read_results
+                      "scores my_run --out results/induction`."),
+    new_code_cell('''from interp.analyses import run as run_analysis
 
-res = read_results(run_induction(run, work / "induction", seq_len=20, batch=4))
+res = run_analysis("induction", run=run, out=work / "induction", seq_len=20, batch=4)
 print(res.summary["steps"], res.summary["final_checkpoint"]["induction"])
 print(f"interp app {work}")'''),
 ]

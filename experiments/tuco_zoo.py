@@ -5,7 +5,7 @@ pre-training text (AUC), dark-magic requests with and without a many-shot attack
 where the attack succeeds), and the refusal rate as alpha scales the fine-tuning component from 0 to 1.25.
 Every prompt starts with `<|bos|>`, as in the zoo's training. Run from the repository root:
 `.venv/bin/python -m experiments.tuco_zoo ZOO --limit 64 --out DIR` (the README's table; 48 s on one thread);
-DIR receives numbers.json and the prompt files, for `interp tuco ... --prepend-bos` to reproduce any row.
+DIR receives numbers.json and the prompt files, for `interp tuco ... --bos` (the default) to reproduce any row.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any, Sequence
 import torch
 
 from interp.checkpoints import discover
-from interp.base_vs_post.prompts import write_prompts
+from interp.data.prompts import write_prompts
 from interp.base_vs_post.tuco import alpha_sweep, auc, tuco_texts
 from interp.loading import load_tokenizer
 from interp.models.native import NativeTransformer

@@ -37,6 +37,7 @@ from torch import Tensor
 
 from interp import loading
 from interp.checkpoints import Run, step_of, weights_sha256
+from interp.data.tokens import BOS_DEFAULT, encode, pad
 from interp.errors import InterpError
 from interp.models.hooked import HookedModel
 from interp.options import check_context
@@ -97,7 +98,7 @@ def cache_activations(
     positions: Positions = "all",
     batch_size: int = 8,
     dtype: torch.dtype = torch.float32,
-    prepend_bos: bool = False,
+    bos: bool = BOS_DEFAULT,
     shard_bytes: int = 256 * 2**20,
     backend: str = "native",
     device: str | torch.device | None = None,
@@ -106,7 +107,8 @@ def cache_activations(
 
     A path is verified first (`interp.loading.verify_checkpoint`), and loaded (with `backend`, `device`; every
     backend gives the same activations, native is the fastest) only when some hook has no matching, undamaged cache
-    yet. `dtype` is the stored dtype (a float type); the model runs in float32.
+    yet. `dtype` is the stored dtype (a float type); the model runs in float32. `bos`: every prompt starts with the
+    tokenizer's BOS token (`interp.data.tokens`, never doubled), recorded in the metadata.
     """
     prompts, positions, hooks = list(prompts), _check_positions(positions), list(dict.fromkeys(hooks))
     check_request(prompts, hooks, batch_size, shard_bytes, backend, dtype)
@@ -117,7 +119,7 @@ def cache_activations(
         loading.verify_checkpoint(path)
     out = Path(out_dir)
     content = _model_content(path)
-    keys = {hook: _request_key(path, content, hook, positions, dtype, prepend_bos, prompts) for hook in hooks}
+    keys = {hook: _request_key(path, content, hook, positions, dtype, bos, prompts) for hook in hooks}
     todo, rebuilt = [], {}
     for hook in hooks:
         try:
@@ -129,7 +131,7 @@ def cache_activations(
     if todo:
         model = given or loading.load(path, backend=backend, device=device)
         _check_hooks(model, todo)
-        seqs, index = _tokenise(model, prompts, positions, prepend_bos)
+        seqs, index = _tokenise(model, prompts, positions, bos)
         writers = {hook: _ShardWriter(out / hook, keys[hook], shard_bytes) for hook in todo}
         _compute(model, seqs, index, writers, batch_size)
     return CacheHandle(out, tuple(hooks), reused=tuple(h for h in hooks if h not in todo), rebuilt=rebuilt)
@@ -236,7 +238,7 @@ def _model_content(path: Path) -> dict[str, str]:
 
 
 def _request_key(path: Path, content: dict[str, str], hook: str, positions: str | list[int], dtype: torch.dtype,
-                 prepend_bos: bool, prompts: list[str]) -> dict[str, Any]:
+                 bos: bool, prompts: list[str]) -> dict[str, Any]:
     """What a cache must match to be reused: the checkpoint on disk (path and content), the hook and what was kept."""
     return {
         "format": FORMAT,
@@ -246,7 +248,7 @@ def _request_key(path: Path, content: dict[str, str], hook: str, positions: str 
         "hook": hook,
         "positions": positions,
         "dtype": str(dtype).removeprefix("torch."),
-        "prepend_bos": prepend_bos,
+        "bos": bos,
         "prompts_sha256": hashlib.sha256(json.dumps(prompts).encode()).hexdigest(),
     }
 
@@ -354,25 +356,24 @@ def _check_hooks(model: HookedModel, hooks: list[str]) -> None:
 
 
 # --- computing -----------------------------------------------------------------------------------------------------
-def _tokenise(model: HookedModel, prompts: list[str], positions: str | list[int], prepend_bos: bool
-              ) -> tuple[list[Tensor], Int[Tensor, "prompt kept"] | None]:
+def _tokenise(model: HookedModel, prompts: list[str], positions: str | list[int], bos: bool
+              ) -> tuple[list[list[int]], Int[Tensor, "prompt kept"] | None]:
     """Every prompt's tokens and the kept positions (None: all), refusing prompts longer than the model's context."""
-    seqs = [model.to_tokens(p, prepend_bos=prepend_bos)[0].cpu() for p in prompts]
+    seqs = [encode(model.tokenizer, p, bos) for p in prompts]
     lengths = torch.tensor([len(s) for s in seqs])
-    check_context([s.tolist() for s in seqs], prompts, model.summary.n_ctx)
+    check_context(seqs, prompts, model.summary.n_ctx)
     index = None if positions == "all" else _position_index([-1] if positions == "last" else positions, lengths)
     return seqs, index
 
 
-def _compute(model: HookedModel, seqs: list[Tensor], index: Int[Tensor, "prompt kept"] | None,
+def _compute(model: HookedModel, seqs: list[list[int]], index: Int[Tensor, "prompt kept"] | None,
              writers: dict[str, "_ShardWriter"], batch_size: int) -> None:
     """Run the prompts in batches and stream each hook's kept activations into shards, then write the metadata."""
     lengths = torch.tensor([len(s) for s in seqs])
     width = int(lengths.max())
-    pad = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
     for start in progress(range(0, len(seqs), batch_size), desc=f"caching {model.path.name}", unit="batch"):
         rows = slice(start, start + batch_size)
-        tokens = torch.nn.utils.rnn.pad_sequence(seqs[rows], batch_first=True, padding_value=pad).to(model.device)
+        tokens, _ = pad(model.tokenizer, seqs[rows], "right", model.device)  # causal: padding after a row is unseen
         _, acts = model.run_with_cache(tokens, names=list(writers))
         for hook, writer in writers.items():
             kept = _keep(acts.pop(hook), hook, lengths[rows], None if index is None else index[rows], width)

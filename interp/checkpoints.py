@@ -1,22 +1,31 @@
-"""Training runs: find a run directory's checkpoints, sorted by step; load them lazily; refuse mismatched ones.
+"""Training runs: find a run directory's checkpoints, in training order; load them lazily; refuse mismatched ones.
 
-A checkpoint is a Hugging Face directory (`config.json`, weights, tokenizer). A run directory holds checkpoints
-named `checkpoint-N`, `stepN`, `step_N`, `step-N` or `global_stepN`, or lists them in a `checkpoints.json`
-manifest: `{"checkpoints": [{"path": "relative/or/absolute", "step": 100}, ...]}` (a bare list also works).
-A single checkpoint directory is a run of one; a directory that is a checkpoint and also holds step-named ones
-(a Hugging Face Trainer output directory) is read as the run of those.
+A checkpoint is a Hugging Face directory (`config.json`, weights, tokenizer). A run directory holds checkpoints named
+as published suites name them: `stepN` (Pythia), `step_N` / `step-N` (OLMo-2-Instruct), `stageK-stepN-tokensNB` and
+`stageK-ingredientJ-stepN-tokensNB` (OLMo: ordered by stage, then step, then ingredient; tokens seen kept),
+`ckpt_NNN` (LLM360 Amber), `checkpoint-N` (Hugging Face Trainer), `global_stepN` (DeepSpeed). A step-named directory
+may instead hold a Hugging Face cache of that revision (Pythia's README: `from_pretrained(..., revision="step3000",
+cache_dir="RUN/step3000")`); its snapshot is the checkpoint. A run may list its checkpoints instead, in a
+`checkpoints.json` manifest: `{"checkpoints": [{"path": "relative/or/absolute", "step": 100}, ...]}` (a bare list
+also works), or in a `checkpoints.csv` catalogue as OLMo publishes them (`Step,Checkpoint Directory` rows, the
+directory a URL or path; a `path`, `directory` or `revision` column works too): each row is found in the run directory
+by its path or its last path component (`step1000-unsharded`), and rows not downloaded are skipped. A single
+checkpoint directory is a run of one; a directory that is a checkpoint and also holds step-named ones (a Hugging Face
+Trainer output directory) is read as the run of those.
 """
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import math
 import os
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator, NamedTuple, Sequence
 
 from interp.errors import InterpError
 
@@ -24,30 +33,83 @@ if TYPE_CHECKING:
     from interp.models.hooked import HookedModel, ModelSummary
 
 MANIFEST = "checkpoints.json"
+CATALOGUE = "checkpoints.csv"
 CONFIG = "config.json"
-_STEP = re.compile(r"(?:checkpoint-|step[_-]?|global_step)(\d+)")
-_NAMING_FIX = (f"point at a checkpoint directory (with {CONFIG}) or at a run directory holding checkpoint-N / step_N "
-               f"sub-directories or a {MANIFEST} manifest")
+_NAMES = tuple(re.compile(pattern) for pattern in (
+    r"(?:stage(?P<stage>\d+)-(?:ingredient(?P<ingredient>\d+)-)?)?step[_-]?(?P<step>\d+)"
+    r"(?:-tokens(?P<tokens>\d+)(?P<unit>[KMBT]))?",
+    r"checkpoint-(?P<step>\d+)", r"global_step(?P<step>\d+)", r"ckpt_(?P<step>\d+)"))
+_TOKEN_UNITS = {"K": 10**3, "M": 10**6, "B": 10**9, "T": 10**12}
+_CATALOGUE_WHERE = ("checkpoint directory", "directory", "path", "revision")
+_NAMING_FIX = (f"point at a checkpoint directory (with {CONFIG}) or at a run directory holding stepN / checkpoint-N / "
+               f"stageK-stepN-tokensNB / ckpt_N sub-directories or a {MANIFEST} manifest")
+
+
+class Name(NamedTuple):
+    """What a checkpoint's name says: its step, and the tokens seen, stage and ingredient where it says them."""
+
+    step: int
+    tokens: int | None = None
+    stage: int | None = None
+    ingredient: int | None = None
+
+
+def parse_name(name: str) -> Name | None:
+    """The training position in a checkpoint or revision name (`step1000`, `stage2-ingredient1-step500-tokens3B`,
+    `ckpt_356`, ...), else None."""
+    for pattern in _NAMES:
+        match = pattern.fullmatch(name)
+        if match:
+            fields = match.groupdict()
+            tokens = int(fields["tokens"]) * _TOKEN_UNITS[fields["unit"]] if fields.get("tokens") else None
+            stage, ingredient = (int(fields[k]) if fields.get(k) else None for k in ("stage", "ingredient"))
+            return Name(int(fields["step"]), tokens, stage, ingredient)
+    return None
 
 
 def parse_step(name: str) -> int | None:
     """The training step in a checkpoint directory name (`checkpoint-100`, `step_000300`, ...), else None."""
-    match = _STEP.fullmatch(name)
-    return int(match.group(1)) if match else None
+    parsed = parse_name(name)
+    return parsed.step if parsed else None
 
 
 @dataclass(frozen=True)
 class Checkpoint:
-    """One checkpoint directory of a run, with its step (None when unknown) and the run's name."""
+    """One checkpoint directory of a run: its step (None when unknown), the run's name, the tokens seen, stage and
+    ingredient where its name says them, and the Hugging Face revision when the directory is a cache snapshot."""
 
     path: Path
     step: int | None
     run: str
+    tokens: int | None = None
+    stage: int | None = None
+    ingredient: int | None = None
+    revision: str | None = None
+
+    @classmethod
+    def named(cls, path: Path, name: str, run: str, step: int | None = None,
+              revision: str | None = None) -> "Checkpoint":
+        """The checkpoint at `path`, placed in training by `name` (a listed `step` wins over the name's)."""
+        parsed = parse_name(name)
+        fields: dict[str, Any] = parsed._asdict() if parsed else {"step": None}
+        if step is not None:
+            fields["step"] = step
+        return cls(path, run=run, revision=revision, **fields)
+
+    @property
+    def name(self) -> str:
+        """The revision it was found under, else its directory name."""
+        return self.revision or self.path.name
 
     @property
     def label(self) -> str:
-        """Short name for tables and file names: `step_000300`, or the directory name when the step is unknown."""
-        return f"step_{self.step:06d}" if self.step is not None else self.path.name
+        """Short name for tables and file names: `step_000300` (`stage2-ingredient1-step_000300`), or the name when
+        the step is unknown."""
+        if self.step is None:
+            return self.name
+        parts = [f"stage{self.stage}" if self.stage is not None else "",
+                 f"ingredient{self.ingredient}" if self.ingredient is not None else "", f"step_{self.step:06d}"]
+        return "-".join(part for part in parts if part)
 
 
 def is_checkpoint_dir(path: Path) -> bool:
@@ -55,39 +117,77 @@ def is_checkpoint_dir(path: Path) -> bool:
     return (path / CONFIG).is_file()
 
 
+def checkpoint_in(path: Path) -> Path | None:
+    """The checkpoint directory `path` stands for: itself, or the snapshot of the Hugging Face cache it holds
+    (Pythia's `cache_dir=RUN/step3000` layout, by the ref named like `path`); None when it is neither."""
+    if is_checkpoint_dir(path):
+        return path
+    from interp.hub import snapshot_in
+
+    return snapshot_in(path, path.name)
+
+
+def _found(path: Path, run: str, step: int | None = None) -> Checkpoint | None:
+    """The checkpoint `path` stands for, named by `path`'s name, or None."""
+    where = checkpoint_in(path)
+    return Checkpoint.named(where, path.name, run, step, None if where == path else path.name) if where else None
+
+
 def discover(path: str | Path) -> list[Checkpoint]:
-    """The checkpoints of a run directory sorted by step, or `[that checkpoint]` for a single checkpoint directory."""
+    """The checkpoints of a run directory in training order, or `[that checkpoint]` for a single checkpoint."""
     root = Path(path).expanduser()
     if not root.exists():
         raise InterpError(f"{root} does not exist", fix="check the path (typo? not downloaded or trained yet?)")
     if not root.is_dir():
         raise InterpError(f"{root} is a file, not a checkpoint or run directory", fix=_NAMING_FIX)
     root = root.resolve()
+    found = _listed(root)
+    if found is None:
+        found = [c for sub in sorted(root.iterdir()) if sub.is_dir() and parse_name(sub.name)
+                 for c in [_found(sub, root.name)] if c]
+    if found:
+        return in_order(found, str(root))
+    alone = _found(root, root.parent.name if parse_name(root.name) else root.name)
+    if alone is None:
+        raise _unordered(root)
+    return [alone]
+
+
+def _listed(root: Path) -> list[Checkpoint] | None:
+    """The checkpoints `root`'s manifest or catalogue lists, or None when it has neither (the manifest wins)."""
     if (root / MANIFEST).is_file():
-        found = _from_manifest(root)
-    else:
-        found = [Checkpoint(sub, parse_step(sub.name), root.name) for sub in root.iterdir()
-                 if sub.is_dir() and parse_step(sub.name) is not None and is_checkpoint_dir(sub)]
-    if not found:
-        if is_checkpoint_dir(root):
-            run = root.parent.name if parse_step(root.name) is not None else root.name
-            return [Checkpoint(root, step_of(root), run)]
-        raise InterpError(f"{root} is not a checkpoint (no {CONFIG}) and holds no checkpoints", fix=_NAMING_FIX)
-    return _sorted_unique(found, root)
+        return _from_manifest(root)
+    if (root / CATALOGUE).is_file():
+        return _from_catalogue(root)
+    return None
+
+
+def _unordered(root: Path) -> InterpError:
+    """The error for a directory that is no checkpoint and holds none it can order: what it found, the manifest to
+    write."""
+    unnamed = [sub.name for sub in sorted(root.iterdir()) if sub.is_dir() and checkpoint_in(sub)]
+    message = f"{root} is not a checkpoint (no {CONFIG}) and holds no checkpoints it can order"
+    if not unnamed:
+        return InterpError(message, fix=_NAMING_FIX)
+    shown = unnamed[:6]
+    example = json.dumps({"checkpoints": [{"path": name, "step": i} for i, name in enumerate(shown)]})
+    more = f" and {len(unnamed) - len(shown)} more" if len(unnamed) > len(shown) else ""
+    return InterpError(f"{message}: found {', '.join(shown)}{more}, whose names carry no step",
+                       fix=f"rename them stepN / checkpoint-N, or write {root / MANIFEST} listing them with their "
+                           f"training steps in place of 0, 1, ...: {example}")
 
 
 def _from_manifest(root: Path) -> list[Checkpoint]:
     """Checkpoints listed in `root/checkpoints.json`; paths are relative to `root` unless absolute."""
     manifest = root / MANIFEST
-    entries = _manifest_entries(manifest)
     found = []
-    for entry in entries:
+    for entry in _manifest_entries(manifest):
         sub = (root / entry["path"]).resolve()
-        if not is_checkpoint_dir(sub):
+        ckpt = _found(sub, root.name, entry.get("step"))
+        if ckpt is None:
             raise InterpError(f"{manifest} lists {entry['path']}, which is not a checkpoint directory ({sub / CONFIG} "
                               f"missing)", fix=f"fix or remove that entry of {manifest}")
-        step = entry.get("step")
-        found.append(Checkpoint(sub, int(step) if step is not None else parse_step(sub.name), root.name))
+        found.append(ckpt)
     return found
 
 
@@ -108,27 +208,105 @@ def _manifest_entries(manifest: Path) -> list[dict[str, Any]]:
     return entries
 
 
-def _sorted_unique(found: list[Checkpoint], root: Path) -> list[Checkpoint]:
-    """Sort by step (unknown steps last, in manifest order); refuse two checkpoints with one step or label."""
-    ordered = sorted(found, key=lambda c: (c.step is None, c.step or 0))
+def _from_catalogue(root: Path) -> list[Checkpoint]:
+    """The checkpoints of `root/checkpoints.csv` present in `root`, each found by its path or last path component."""
+    catalogue = root / CATALOGUE
+    rows = _catalogue_rows(catalogue)
+    found = []
+    for step, where in rows:
+        tail = where.rstrip("/").rsplit("/", 1)[-1]
+        ckpt = next((c for sub in (root / where, root / tail) if sub.is_dir() for c in [_found(sub, root.name, step)]
+                     if c), None)
+        found += [ckpt] if ckpt else []
+    if not found:
+        looked = ", ".join(where.rstrip("/").rsplit("/", 1)[-1] for _, where in rows[:3])
+        raise InterpError(f"none of the {len(rows)} checkpoints {catalogue} lists is in {root} (looked for {looked}, "
+                          f"...)", fix=f"download some into {root} under the catalogue's directory names, or make its "
+                                       f"rows point at where they are")
+    return found
+
+
+def _catalogue_rows(catalogue: Path) -> list[tuple[int, str]]:
+    """(step, directory) rows of an OLMo-style catalogue: a `Step` column and a `Checkpoint Directory` (or `path`,
+    `directory`, `revision`) column."""
+    fix = f"write {catalogue} with OLMo's header `Step,Checkpoint Directory` and one checkpoint a row"
+    with catalogue.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        columns = {name.strip().lower(): name for name in reader.fieldnames or []}
+        where = next((columns[c] for c in _CATALOGUE_WHERE if c in columns), None)
+        if "step" not in columns or where is None:
+            raise InterpError(f"{catalogue} has the columns {reader.fieldnames}, not a step and a directory column",
+                              fix=fix)
+        rows = [(row[columns["step"]].strip(), (row[where] or "").strip()) for row in reader]
+    for step, path in rows:
+        if not step.isdigit() or not path:
+            raise InterpError(f"{catalogue} has the row {step},{path}: a step must be a whole number and a directory "
+                              f"given", fix=fix)
+    if not rows:
+        raise InterpError(f"{catalogue} lists no checkpoints", fix=fix)
+    return [(int(step), path) for step, path in rows]
+
+
+def in_order(found: list[Checkpoint], where: str) -> list[Checkpoint]:
+    """Sort by stage, step and ingredient (unknown steps last, in listed order); refuse two checkpoints with one
+    label."""
+    ordered = sorted(found, key=lambda c: (c.step is None, c.stage or 0, c.step or 0, c.ingredient or 0))
     seen: dict[str, Checkpoint] = {}
     for ckpt in ordered:
         if ckpt.label in seen:
-            what = f"step {ckpt.step}" if ckpt.step is not None else f"the name {ckpt.path.name}"
-            raise InterpError(f"{root} has two checkpoints for {what}: {seen[ckpt.label].path} and {ckpt.path}",
+            what = f"step {ckpt.step}" if ckpt.step is not None else f"the name {ckpt.name}"
+            raise InterpError(f"{where} has two checkpoints for {what}: {seen[ckpt.label].path} and {ckpt.path}",
                               fix="remove or rename one of them (or give them distinct steps in the manifest)")
         seen[ckpt.label] = ckpt
     return ordered
 
 
 def step_of(path: str | Path) -> int | None:
-    """The step of one checkpoint directory: from its parent's manifest if it is listed there, else from its name."""
+    """The step of one checkpoint directory: from its parent's manifest or catalogue if it is listed there, else from
+    its name."""
     path = Path(path).resolve()
-    if (path.parent / MANIFEST).is_file():
-        for entry in _manifest_entries(path.parent / MANIFEST):
-            if (path.parent / entry["path"]).resolve() == path and entry.get("step") is not None:
-                return int(entry["step"])
-    return parse_step(path.name)
+    try:
+        listed = _listed(path.parent) or []
+    except InterpError:  # a broken sibling entry does not stop this checkpoint from loading; discover reports it
+        listed = []
+    match = next((c.step for c in listed if c.path == path and c.step is not None), None)
+    return match if match is not None else parse_step(path.name)
+
+
+CACHED = "cached"
+REVISIONS_HELP = ("With a hub id (org/name) as RUN: the revisions to sweep, comma-separated (step0,step1000), or "
+                  f"`{CACHED}`: every revision in the Hugging Face cache, in step order (the default for a hub id). "
+                  "An error with a directory, whose checkpoints are all swept.")
+
+
+def run_checkpoints(run: str | Path, revisions: str | None = None) -> list[Checkpoint]:
+    """The checkpoints a sweep over `run` reads, in training order: a hub id's cached `revisions` (comma-separated;
+    `cached` or None: every cached one), else every checkpoint `discover` finds in a directory."""
+    from interp.hub import checkpoints, is_hub_id
+
+    if is_hub_id(str(run)):
+        return checkpoints(str(run), _revision_list(revisions))
+    if revisions is not None:
+        raise InterpError(f"--revisions {revisions} names revisions of a hub id, but {run} is a directory",
+                          fix="drop --revisions (a directory's checkpoints are all swept), or pass a hub id such as "
+                              "EleutherAI/pythia-70m")
+    return discover(run)
+
+
+def _revision_list(text: str | None) -> list[str] | None:
+    """`--revisions` as revision names, or None for every cached revision."""
+    from interp.options import parse_names
+
+    if text is None or text.strip() == CACHED:
+        return None
+    return list(parse_names("--revisions", text))
+
+
+def run_location(run: str | Path) -> str:
+    """How a results directory records the run it read: the hub id, else the absolute directory."""
+    from interp.hub import is_hub_id
+
+    return str(run) if is_hub_id(str(run)) else str(Path(run).expanduser().resolve())
 
 
 @dataclass(frozen=True)
@@ -139,9 +317,14 @@ class Run:
     checkpoints: tuple[Checkpoint, ...]
 
     @classmethod
-    def open(cls, path: str | Path) -> "Run":
-        """The run at `path` (a run directory, or a single checkpoint as a run of one)."""
-        return cls(Path(path).expanduser().resolve(), tuple(discover(path)))
+    def open(cls, path: str | Path, revisions: str | None = None) -> "Run":
+        """The run at `path` (a run directory, a single checkpoint as a run of one, or a hub id at `revisions`, whose
+        `path` is its folder in the Hugging Face cache)."""
+        from interp.hub import is_hub_id
+
+        found = run_checkpoints(path, revisions)
+        root = found[0].path.parents[1] if is_hub_id(str(path)) else Path(path).expanduser().resolve()
+        return cls(root, tuple(found))
 
     @property
     def steps(self) -> list[int | None]:
@@ -194,13 +377,14 @@ def _differences(a: Path, b: Path) -> Iterator[tuple[str, Any, Any]]:
 
 
 def read_summary(path: str | Path) -> "ModelSummary":
-    """A checkpoint's architecture facts from config.json and the weight-file headers, without loading weights."""
+    """A checkpoint's architecture facts from config.json and the weight-file headers, without loading weights (an
+    adapter's: its base's, which the merge keeps; a hub id's: its cached snapshot's)."""
     from transformers import AutoConfig
 
-    from interp.loading import check_architecture, checkpoint_dir, read_config, weight_shapes
+    from interp.loading import check_architecture, config_dir, read_config, weight_shapes
     from interp.models.hf import summary_from_config
 
-    root = checkpoint_dir(path)
+    root = config_dir(path)
     check_architecture(root, read_config(root))
     cfg = AutoConfig.from_pretrained(str(root), local_files_only=True)
     return summary_from_config(cfg, sum(math.prod(shape) for shape in weight_shapes(root).values()))
@@ -238,6 +422,33 @@ def weights_sha256(path: str | Path) -> str:
     except OSError:  # a read-only cache directory only costs the hash next time
         pass
     return value
+
+
+def identity(ckpt: Checkpoint) -> dict[str, Any]:
+    """What summary.json records of a checkpoint a command read: path, revision, step, tokens seen, weights' sha256."""
+    return {"path": str(ckpt.path), "revision": ckpt.revision, "step": ckpt.step, "tokens": ckpt.tokens,
+            "weights_sha256": weights_sha256(ckpt.path)}
+
+
+def identical_weights(checkpoints: Sequence[Checkpoint], hashes: Sequence[str]) -> list[str]:
+    """One finding per set of checkpoints with byte-identical weights: `step1000 and step2000 have identical weights
+    (sha256 1a2b3c4d5e6f)`."""
+    named: dict[str, list[str]] = {}
+    for ckpt, sha in zip(checkpoints, hashes):
+        named.setdefault(sha, []).append(ckpt.name)
+    return [f"{', '.join(names[:-1])} and {names[-1]} have identical weights (sha256 {sha[:12]})"
+            for sha, names in named.items() if len(names) > 1]
+
+
+def vouch(checkpoints: Sequence[Checkpoint]) -> tuple[list[dict[str, Any]], list[str]]:
+    """Before a sweep loads any model: each checkpoint's `identity`, and the identical-weights findings, each warned
+    in one line on stderr (the sweep goes on)."""
+    records = [identity(ckpt) for ckpt in checkpoints]
+    findings = identical_weights(checkpoints, [r["weights_sha256"] for r in records])
+    for finding in findings:
+        print(f"warning: {finding}: the sweep reads one model twice (a suite can serve one model under two "
+              f"revisions; check the download)", file=sys.stderr)
+    return records, findings
 
 
 def user_cache_dir() -> Path:

@@ -15,6 +15,7 @@ import typing
 from typing import Annotated, Any, Optional
 
 import typer
+from typer.core import TyperGroup
 
 from interp import commands
 from interp.analyses import analyses
@@ -31,8 +32,23 @@ app = typer.Typer(
 )
 
 _STATE = {"debug": False}
-GROUPS = {"directions": "Truthfulness and refusal directions of a base and a post-trained model (Du et al. 2025).",
-          "induction": "Induction heads across a training run: scores per checkpoint, and clamped training."}
+# Sub-command groups: (help, the sub-command a bare `interp GROUP ARG ...` means, if any).
+GROUPS = {"directions": ("Truthfulness and refusal directions of a base and a post-trained model (Du et al. 2025).",
+                         None),
+          "induction": ("Induction heads across a training run: scores per checkpoint, and clamped training.",
+                        "scores")}
+
+
+class DefaultSubcommand(TyperGroup):
+    """A group where an argument that names no sub-command starts the default one (`interp induction RUN` is
+    `interp induction scores RUN`)."""
+
+    default: str | None = None
+
+    def parse_args(self, ctx: typer.core._click.Context, args: list[str]) -> list[str]:  # typer vendors click
+        if self.default and args and args[0] not in self.commands and not args[0].startswith("-"):
+            args = [self.default, *args]
+        return super().parse_args(ctx, args)
 
 
 @app.callback()
@@ -45,7 +61,9 @@ def group(name: str) -> typer.Typer:
     for info in app.registered_groups:
         if info.name == name:
             return info.typer_instance
-    sub = typer.Typer(help=GROUPS[name], no_args_is_help=True)
+    help_text, default = GROUPS[name]
+    cls = type(f"{name.title()}Group", (DefaultSubcommand,), {"default": default})
+    sub = typer.Typer(help=help_text, no_args_is_help=True, cls=cls)
     app.add_typer(sub, name=name)
     return sub
 
@@ -70,8 +88,8 @@ def command_params(unit: Analysis) -> list[inspect.Parameter]:
 def add_command(unit: Analysis) -> None:
     """Register `interp <unit.command>`: build the Spec from the arguments, run it, print where results went."""
     def command(**kwargs: Any) -> None:
-        settings = {k: (() if v is None and typing.get_origin(cli_form(unit.spec, k)[0]) in (tuple, list) else v)
-                    for k, v in kwargs.items()}
+        settings = {k: (tuple(v or ()) if typing.get_origin(cli_form(unit.spec, k)[0]) in (tuple, list) else v)
+                    for k, v in kwargs.items()}  # typer gives a repeatable option as a list (None when absent)
         results = unit.run(unit.spec(**settings))
         typer.echo(f"wrote {results.path}")
 

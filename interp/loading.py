@@ -1,15 +1,18 @@
 """`interp.load`: open a checkpoint directory on any backend, with clear errors for directories that are not one.
 
-Also the light readers other modules share (config, weight shapes, tokenizer), each raising `InterpError` that
-names the file and the fix.
+A checkpoint is a Hugging Face directory (`config.json`, weights, tokenizer), a hub id (`org/name`, at a revision)
+found in the local Hugging Face cache (`interp.hub`), or a PEFT adapter directory (`adapter_config.json` naming its
+base by path or hub id), which opens as the model peft merges. Also the light readers other modules share (config,
+weight shapes, tokenizer), each raising `InterpError` that names the file and the fix.
 """
 
 from __future__ import annotations
 
 import importlib
 import json
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
 import torch
 
@@ -19,6 +22,8 @@ if TYPE_CHECKING:
     from interp.models.hooked import HookedModel
 
 CONFIG = "config.json"
+ADAPTER_CONFIG = "adapter_config.json"
+_ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
 # backend name -> (module, class); each class has `from_dir(path, device, dtype, step, tokenizer=None)`.
 BACKENDS: dict[str, tuple[str, str]] = {
     "transformer_lens": ("interp.models.backends.transformer_lens", "TransformerLensModel"),
@@ -29,26 +34,30 @@ _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float64": torch.flo
            "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer_config.json")
 _CHECKPOINT_FIX = "point at a directory written by `model.save_pretrained(dir)` (config.json, weights, tokenizer)"
+_ADAPTER_FIX = "re-save the adapter with peft's `model.save_pretrained(dir)`"
 
 
 def load(path: str | Path, *, backend: str = "transformer_lens", device: str | torch.device | None = None,
-         dtype: torch.dtype | str | None = None, step: int | None = None) -> "HookedModel":
-    """Load a Hugging Face checkpoint directory as a `HookedModel` on `backend` ("transformer_lens", "nnsight",
-    "native", or "auto": native for a family interp implements, else transformer_lens).
+         dtype: torch.dtype | str | None = None, step: int | None = None,
+         revision: str | None = None) -> "HookedModel":
+    """Load a checkpoint as a `HookedModel` on `backend` ("transformer_lens", "nnsight", "native", or "auto": native
+    for a family interp implements, else transformer_lens). `path` is a checkpoint directory, a PEFT adapter
+    directory (loaded as its base with the adapter merged by peft), or a hub id found in the local Hugging Face cache
+    at `revision` (default `main`; never downloaded).
 
-    `device` defaults to CUDA when available, `dtype` to float32; `step` defaults to the one in the directory name
-    (`checkpoint-N`, `stepN`, `step_N`, `step-N`, `global_stepN`) or the run's manifest, else None.
+    `device` defaults to CUDA when available, `dtype` to float32; `step` defaults to the one the revision or the
+    directory name says (`stepN`, `checkpoint-N`, `stage1-stepN-tokensNB`, ...) or the run's manifest, else None.
     """
     if backend not in (*BACKENDS, "auto"):
         raise InterpError(f"unknown backend {backend!r}", fix=f"use one of {', '.join(BACKENDS)} or auto")
     device, dtype = resolve_device(device), resolve_dtype(dtype)
-    root = verify_checkpoint(path)
+    root = verify_checkpoint(path, revision)
     backend = resolve_backend(root, backend)
     tokenizer = load_tokenizer(root)
     if step is None:
-        from interp.checkpoints import step_of
+        from interp.checkpoints import parse_step, step_of
 
-        step = step_of(root)
+        step = parse_step(revision) if revision else step_of(root)
     module, name = BACKENDS[backend]
     cls = getattr(importlib.import_module(module), name)
     return cls.from_dir(root, device, dtype, step, tokenizer=tokenizer)
@@ -69,23 +78,33 @@ def resolve_backend(root: Path, backend: str) -> str:
     return backend
 
 
-def verify_checkpoint(path: str | Path) -> Path:
+def verify_checkpoint(path: str | Path, revision: str | None = None) -> Path:
     """Every check that needs no tensor data, before any compute: config readable, architecture supported, weight
     files readable, weights exactly those the config asks for (none missing, unexpected or reshaped), tokenizer
-    loadable. Returns the checkpoint directory. Finiteness is checked when the weights are read (`check_finite`)."""
-    root = checkpoint_dir(path)
-    key = (str(root.resolve()), tuple(sorted((f.name, f.stat().st_size, f.stat().st_mtime_ns)
-                                             for f in root.iterdir() if f.is_file())))
+    loadable; for an adapter, its base so and the adapter sound (`check_adapter`). Returns the checkpoint (or adapter)
+    directory. Finiteness of a model's weights is checked when they are read (`check_finite`)."""
+    root = checkpoint_dir(path, revision)
+    key = (_file_state(root), _file_state(config_dir(root)))
     if key not in _VERIFIED:
-        check_architecture(root, read_config(root))
-        weight_shapes(root)  # every weight file readable, named if not
+        if is_adapter(root):
+            check_adapter(root)
+        else:
+            check_architecture(root, read_config(root))
+            weight_shapes(root)  # every weight file readable, named if not
+            _check_weights_match_config(root)
         load_tokenizer(root)
-        _check_weights_match_config(root)
         _VERIFIED.add(key)
     return root
 
 
-_VERIFIED: set[tuple[str, tuple[tuple[str, int, int], ...]]] = set()  # checkpoints verified, keyed by file stats
+FileState = tuple[str, tuple[tuple[str, int, int], ...]]
+_VERIFIED: set[tuple[FileState, FileState]] = set()  # checkpoints (and adapters with their base) verified
+
+
+def _file_state(root: Path) -> FileState:
+    """A directory's path and its files' names, sizes and mtimes: what a verification holds for."""
+    return (str(root.resolve()), tuple(sorted((f.name, f.stat().st_size, f.stat().st_mtime_ns)
+                                              for f in root.iterdir() if f.is_file())))
 
 
 def _check_weights_match_config(root: Path) -> None:
@@ -120,7 +139,12 @@ def check_loading_info(root: Path, info: dict[str, Any]) -> None:
 
 def check_finite(root: Path, model: torch.nn.Module) -> None:
     """Refuse weights holding NaN or infinity, naming the first such tensor."""
-    for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
+    check_finite_tensors(root, [*model.named_parameters(), *model.named_buffers()])
+
+
+def check_finite_tensors(root: Path, tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
+    """Refuse named tensors holding NaN or infinity, naming the first such tensor."""
+    for name, tensor in tensors:
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
             raise InterpError(f"{root}: weight {name} holds NaN or infinite values",
                               fix="use an undamaged checkpoint (a diverged training step saves such weights)")
@@ -144,14 +168,14 @@ class quiet_transformers:
             logging.enable_progress_bar()
 
 
-def checkpoint_dir(path: str | Path) -> Path:
-    """`path` as an existing checkpoint directory (one with config.json), or an error saying what it is instead."""
-    root = Path(path).expanduser()
-    if not root.exists():
-        raise InterpError(f"{root} does not exist", fix="check the path (typo? not trained or copied yet?)")
+def checkpoint_dir(path: str | Path, revision: str | None = None) -> Path:
+    """`path` as an existing checkpoint directory (one with config.json) or PEFT adapter directory (one with
+    adapter_config.json); a hub id (`org/name`) as its snapshot at `revision` in the local Hugging Face cache; else an
+    error saying what it is instead."""
+    root = _located(path, revision)
     if not root.is_dir():
         raise InterpError(f"{root} is a file, not a checkpoint directory", fix=_CHECKPOINT_FIX)
-    if (root / CONFIG).is_file():
+    if (root / CONFIG).is_file() or is_adapter(root):
         return root
     inner = sorted(sub.name for sub in root.iterdir() if (sub / CONFIG).is_file())
     if inner:
@@ -162,9 +186,133 @@ def checkpoint_dir(path: str | Path) -> Path:
     raise InterpError(f"{root} is not a checkpoint: it has no {CONFIG}", fix=_CHECKPOINT_FIX)
 
 
-def read_config(path: str | Path) -> dict[str, Any]:
-    """The checkpoint's config.json as a dict."""
+def _located(path: str | Path, revision: str | None) -> Path:
+    """An existing local path as given, or a hub id's snapshot in the Hugging Face cache (at `revision`)."""
+    from interp.hub import is_hub_id, resolve
+
+    root = Path(path).expanduser()
+    if is_hub_id(str(path)):
+        try:
+            return resolve(str(path), revision)
+        except InterpError as err:
+            raise InterpError(f"{path} is no local path, and {err.message}", fix=f"{err.fix}; or check the path"
+                              ) from err
+    if revision is not None:
+        raise InterpError(f"revision {revision!r} is given with {root}, which is not a hub id (org/name)",
+                          fix="pass a revision only with a hub id, or point at that revision's directory")
+    if not root.exists():
+        raise InterpError(f"{root} does not exist", fix="check the path (typo? not trained or copied yet?)")
+    return root
+
+
+def is_adapter(root: Path) -> bool:
+    """Whether directory `root` is a PEFT adapter (it has adapter_config.json; transformers reads such a directory
+    as its base plus the adapter too)."""
+    return (root / ADAPTER_CONFIG).is_file()
+
+
+def adapter_config(root: Path) -> Any:
+    """The adapter's peft config (a `peft.PeftConfig`), read by peft; refused unless peft can merge it into the
+    base (prompt-learning adapters add tokens, not weights)."""
+    from peft import PeftConfig
+
+    try:
+        config = PeftConfig.from_pretrained(str(root))
+    except (OSError, ValueError, TypeError, KeyError) as err:
+        raise InterpError(f"{root / ADAPTER_CONFIG} cannot be read by peft ({type(err).__name__}: "
+                          f"{' '.join(str(err).split())[:300]})", fix=_ADAPTER_FIX) from err
+    if config.is_prompt_learning or config.is_adaption_prompt:
+        raise InterpError(f"{root} is a {config.peft_type} adapter, which peft cannot merge into its base's weights",
+                          fix="use an adapter that changes weights (LoRA and its variants)")
+    if not isinstance(config.base_model_name_or_path, str) or not config.base_model_name_or_path:
+        raise InterpError(f"{root / ADAPTER_CONFIG} does not name its base model (base_model_name_or_path)",
+                          fix="set base_model_name_or_path to the base's directory or hub id")
+    return config
+
+
+def base_of(root: Path) -> Path:
+    """The base checkpoint directory an adapter names (`base_model_name_or_path`: a local path, or a hub id found in
+    the cache at the adapter's base `revision`)."""
+    from interp.hub import is_hub_id
+
+    config = adapter_config(root)
+    name = config.base_model_name_or_path
+    try:
+        base = checkpoint_dir(name, config.revision if is_hub_id(name) else None)
+    except InterpError as err:
+        raise InterpError(f"{root}: the adapter's base model {name} is not found ({err.message})",
+                          fix=f"{err.fix}; or set base_model_name_or_path in {root / ADAPTER_CONFIG} to where the "
+                              "base is (a directory or a cached hub id)") from err
+    if is_adapter(base):
+        raise InterpError(f"{root}: the adapter's base {base} is itself an adapter",
+                          fix="merge that adapter into its base first (peft's `merge_and_unload`), and name the "
+                              "merged model as base_model_name_or_path")
+    return base
+
+
+def config_dir(path: str | Path) -> Path:
+    """The directory whose config.json describes the model at `path`: the checkpoint itself, or an adapter's base."""
     root = checkpoint_dir(path)
+    return base_of(root) if is_adapter(root) else root
+
+
+def check_adapter(root: Path) -> None:
+    """Before any merge: the adapter's base sound (`verify_checkpoint`), the adapter's weights readable and finite,
+    and each of them a tensor peft puts into a module of the base, of the shape it has there (checked on the meta
+    device)."""
+    from peft import PeftModel, set_peft_model_state_dict
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    base = verify_checkpoint(base_of(root))
+    tensors = adapter_tensors(root)
+    check_finite_tensors(root, tensors.items())
+    with torch.device("meta"), quiet_transformers():
+        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(str(base), local_files_only=True))
+    fix = f"use the adapter with the base model it was trained on (base_model_name_or_path in {root / ADAPTER_CONFIG})"
+    try:
+        adapted = PeftModel(model, adapter_config(root), low_cpu_mem_usage=True)
+        unexpected = set_peft_model_state_dict(adapted, tensors, low_cpu_mem_usage=True).unexpected_keys
+    except (ValueError, RuntimeError, KeyError) as err:
+        raise InterpError(f"{root}: the adapter does not fit its base {base} ({' '.join(str(err).split())[:300]})",
+                          fix=fix) from err
+    if unexpected:
+        raise InterpError(f"{root}: {len(unexpected)} adapter weight(s) adapt modules its base {base} lacks (e.g. "
+                          f"{sorted(unexpected)[0]})", fix=fix)
+
+
+def adapter_weights(root: Path) -> Path:
+    """The adapter's weight file (adapter_model.safetensors, else adapter_model.bin)."""
+    found = [root / name for name in _ADAPTER_WEIGHTS if (root / name).is_file()]
+    if not found:
+        raise InterpError(f"{root} has {ADAPTER_CONFIG} but no adapter weights ({' or '.join(_ADAPTER_WEIGHTS)})",
+                          fix=f"{_ADAPTER_FIX}, or finish copying it")
+    return found[0]
+
+
+def adapter_tensors(root: Path) -> dict[str, torch.Tensor]:
+    """The adapter's tensors, by the names peft saved them under (adapters are small: read whole)."""
+    file = adapter_weights(root)
+    with _reading(file):
+        if file.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(str(file))
+        return torch.load(file, map_location="cpu", weights_only=True)
+
+
+@contextmanager
+def _reading(file: Path) -> Iterator[None]:
+    """Turn any failure to read weight file `file` into an `InterpError` naming it."""
+    try:
+        yield
+    except Exception as err:  # safetensors and torch raise several types for a damaged file
+        raise InterpError(f"{file} is damaged or not a weight file ({type(err).__name__}: {err})",
+                          fix="re-save or re-copy the checkpoint (the file may be truncated)") from err
+
+
+def read_config(path: str | Path) -> dict[str, Any]:
+    """The checkpoint's config.json as a dict (an adapter's: its base's)."""
+    root = config_dir(path)
     try:
         config = json.loads((root / CONFIG).read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
@@ -198,8 +346,11 @@ def check_architecture(root: Path, config: dict[str, Any]) -> None:
 
 
 def weight_files(path: str | Path) -> list[Path]:
-    """The checkpoint's weight files (safetensors, else PyTorch .bin), sharded or not."""
+    """The checkpoint's weight files (safetensors, else PyTorch .bin), sharded or not; an adapter's: its base's, then
+    its own (together they make the merged model)."""
     root = checkpoint_dir(path)
+    if is_adapter(root):
+        return [*weight_files(base_of(root)), adapter_weights(root)]
     files = sorted(root.glob("*.safetensors")) or sorted(root.glob("pytorch_model*.bin"))
     if not files:
         raise InterpError(f"{root} has {CONFIG} but no weights (model.safetensors or pytorch_model.bin)",
@@ -208,28 +359,28 @@ def weight_files(path: str | Path) -> list[Path]:
 
 
 def weight_shapes(path: str | Path) -> dict[str, tuple[int, ...]]:
-    """Every weight tensor's shape, read from the file headers (no tensor data is loaded)."""
+    """Every weight tensor's shape, read from the file headers (no tensor data is loaded); an adapter's: its base's,
+    which the merge keeps."""
     from safetensors import safe_open
 
     shapes: dict[str, tuple[int, ...]] = {}
-    for file in weight_files(path):
-        try:
+    for file in weight_files(config_dir(path)):
+        with _reading(file):
             if file.suffix == ".safetensors":
                 with safe_open(str(file), framework="pt") as handle:
                     shapes.update({k: tuple(handle.get_slice(k).get_shape()) for k in handle.keys()})
             else:
                 state = torch.load(file, map_location="cpu", mmap=True, weights_only=True)
                 shapes.update({k: tuple(v.shape) for k, v in state.items()})
-        except Exception as err:  # safetensors and torch raise several types for a damaged file
-            raise InterpError(f"{file} is damaged or not a weight file ({type(err).__name__}: {err})",
-                              fix="re-save or re-copy the checkpoint (the file may be truncated)") from err
     return shapes
 
 
 def load_tokenizer(path: str | Path) -> Any:
-    """The Hugging Face tokenizer saved in the checkpoint directory."""
+    """The Hugging Face tokenizer saved in the checkpoint directory (an adapter's own, else its base's)."""
     root = checkpoint_dir(path)
-    if not any((root / name).is_file() for name in _TOKENIZER_FILES):
+    if is_adapter(root) and not _has_tokenizer(root):
+        root = base_of(root)
+    if not _has_tokenizer(root):
         raise InterpError(f"{root} has no tokenizer ({', '.join(_TOKENIZER_FILES)} all missing)",
                           fix="save it next to the weights with `tokenizer.save_pretrained(dir)`")
     from transformers import AutoTokenizer
@@ -239,6 +390,11 @@ def load_tokenizer(path: str | Path) -> Any:
     except (OSError, ValueError, json.JSONDecodeError) as err:
         raise InterpError(f"the tokenizer in {root} cannot be loaded ({err})",
                           fix="re-save it with `tokenizer.save_pretrained(dir)`") from err
+
+
+def _has_tokenizer(root: Path) -> bool:
+    """Whether a tokenizer is saved in directory `root`."""
+    return any((root / name).is_file() for name in _TOKENIZER_FILES)
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:

@@ -4,7 +4,7 @@ Every clean prompt must tokenise to the length of its corrupted twin, and all li
 position axis of the results is shared). Answers are encoded as written (write " Paris" for byte-level BPE) and
 their first token is the one the metric reads. Degenerate lines are refused by number: answer and wrong words with
 one first token, identical clean and corrupted prompts (except for cross-model patching), prompts longer than the
-model's context. The zoo's own tasks: `python -m interp.zoo.tasks --out data/tasks`.
+model's context. The zoo's own tasks: `python -m interp.zoo.patching_tasks --out data/tasks`.
 """
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ import torch
 from jaxtyping import Int
 from torch import Tensor
 
+from interp.data.jsonl import numbered_records
+from interp.data.tokens import BOS_DEFAULT, encode
 from interp.errors import InterpError
-from interp.jsonl import numbered_records
 
 FIELDS = ("clean", "corrupted", "answer", "wrong")
 
@@ -49,11 +50,6 @@ def read_lines(path: Path) -> list[tuple[int, dict[str, str]]]:
     return numbered_records(path, FIELDS, '{"clean": ..., "corrupted": ..., "answer": ..., "wrong": ...}')
 
 
-def _encode(tokenizer: Any, text: str, prepend_bos: bool) -> list[int]:
-    ids = tokenizer.encode(text, add_special_tokens=False)
-    return [tokenizer.bos_token_id, *ids] if prepend_bos and tokenizer.bos_token_id is not None else ids
-
-
 def _check_line(where: str, row: dict[str, str], ids: dict[str, list[int]], tokenizer: Any, n_ctx: int | None,
                 d_vocab: int | None, same_prompts: bool) -> None:
     """Refuse a degenerate line: an empty or shared first answer token, identical prompts, a prompt past `n_ctx`, a
@@ -80,19 +76,18 @@ def _check_line(where: str, row: dict[str, str], ids: dict[str, list[int]], toke
                           fix="use the tokenizer the model was trained with (or resize its embedding and re-save)")
 
 
-def load_task(path: Path, tokenizer: Any, prepend_bos: bool = True, n_ctx: int | None = None,
+def load_task(path: Path, tokenizer: Any, bos: bool = BOS_DEFAULT, n_ctx: int | None = None,
               d_vocab: int | None = None, same_prompts: bool = False) -> Task:
     """Tokenise a task file, refusing by line number: clean and corrupted lengths that differ (or differ from line
     1's), answer and wrong words with one first token, identical clean and corrupted prompts (unless
     `same_prompts`: cross-model patching), prompts longer than the model's context `n_ctx` and token ids outside
-    its vocabulary `d_vocab`."""
+    its vocabulary `d_vocab`. With `bos` the prompts (not the answers) start with BOS (`interp.data.tokens`)."""
     path = Path(path)
     lines = read_lines(path)
     clean, corrupted, answers, wrongs = [], [], [], []
     bad, width = [], None
     for number, row in lines:
-        ids = {f: _encode(tokenizer, row[f], prepend_bos) for f in ("clean", "corrupted")}
-        ids |= {f: tokenizer.encode(row[f], add_special_tokens=False) for f in ("answer", "wrong")}
+        ids = {f: encode(tokenizer, row[f], bos=bos and f in ("clean", "corrupted")) for f in FIELDS}
         _check_line(f"{path} line {number}", row, ids, tokenizer, n_ctx, d_vocab, same_prompts)
         c, k = ids["clean"], ids["corrupted"]
         width = width if width is not None else len(c)
@@ -105,6 +100,3 @@ def load_task(path: Path, tokenizer: Any, prepend_bos: bool = True, n_ctx: int |
     return Task(torch.tensor(clean), torch.tensor(corrupted), torch.tensor(answers), torch.tensor(wrongs),
                 [row for _, row in lines],
                 hashlib.sha256(path.read_bytes()).hexdigest())
-
-
-# --- zoo tasks --------------------------------------------------------------------------------------------------

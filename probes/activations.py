@@ -7,12 +7,13 @@ are batched by length instead, so no row is padded: the same numbers, exactly, i
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from interp.data.tokens import pad
 from interp.models.hooked import HookedModel
 from interp.models.native import NativeTransformer
 from interp.progress import progress
@@ -48,28 +49,6 @@ def _rows(model: HookedModel, ids: Sequence[Sequence[int]], rows: list[int]) -> 
     return torch.tensor([list(ids[row]) for row in rows], dtype=torch.long, device=model.device)
 
 
-def left_pad(ids: Sequence[Sequence[int]], pad_id: int, device: torch.device | str = "cpu"
-             ) -> tuple[Int[Tensor, "batch pos"], Int[Tensor, "batch pos"]]:
-    """Token id lists -> (tokens, attention_mask), padded on the left so position -1 is every row's last token."""
-    width = max(len(seq) for seq in ids)
-    tokens = torch.full((len(ids), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(ids), width), dtype=torch.long)
-    for row, seq in enumerate(ids):
-        if len(seq):
-            tokens[row, width - len(seq):] = torch.tensor(list(seq), dtype=torch.long)
-            mask[row, width - len(seq):] = 1
-    return tokens.to(device), mask.to(device)
-
-
-def pad_id_of(tokenizer: object) -> int:
-    """The tokenizer's pad id, else its EOS id, else 0 (padded positions are masked anyway)."""
-    for attr in ("pad_token_id", "eos_token_id"):
-        value = getattr(tokenizer, attr, None)
-        if value is not None:
-            return int(value)
-    return 0
-
-
 def batches(n: int, batch_size: int, desc: str | None = None) -> Iterable[slice]:
     """Consecutive slices covering range(n), with a progress bar that advances as they are used when `desc` is given
     and there are several."""
@@ -85,11 +64,12 @@ def collect(
     ids: Sequence[Sequence[int]],
     hook_names: Sequence[str],
     positions: Sequence[int] = (-1,),
-    pad_id: int = 0,
+    tokenizer: Any = None,
     batch_size: int = 32,
     desc: str | None = None,
 ) -> Float[Tensor, "hook prompt position d_model"]:
-    """Activations of `hook_names` at `positions` (negative offsets from each prompt's end) for every prompt."""
+    """Activations of `hook_names` at `positions` (negative offsets from each prompt's end) for every prompt; on the
+    native forward `tokenizer` pads the batches (on the left)."""
     if any(p >= 0 for p in positions):
         raise ValueError(f"positions must be negative offsets from the end of the prompt, got {list(positions)}")
     index = torch.tensor(list(positions))
@@ -107,7 +87,7 @@ def collect(
         restore = torch.tensor(order).argsort()
         return torch.stack([torch.cat(out[name])[restore] for name in hook_names])
     for part in batches(len(ids), batch_size, desc):
-        tokens, mask = left_pad(ids[part], pad_id, model_device(nt))
+        tokens, mask = pad(tokenizer, ids[part], "left", model_device(nt))
         with nt.hooks([(name, save) for name in hook_names]):
             nt(tokens, attention_mask=mask)
     return torch.stack([torch.cat(out[name]) for name in hook_names])
@@ -118,7 +98,7 @@ def tail_logits(
     nt: Runner,
     ids: Sequence[Sequence[int]],
     n_last: int = 1,
-    pad_id: int = 0,
+    tokenizer: Any = None,
     batch_size: int = 32,
     desc: str | None = None,
 ) -> Float[Tensor, "prompt n_last d_vocab"]:
@@ -130,7 +110,7 @@ def tail_logits(
         return torch.stack([found[row] for row in range(len(ids))])
     rows = []
     for part in batches(len(ids), batch_size, desc):
-        tokens, mask = left_pad(ids[part], pad_id, model_device(nt))
+        tokens, mask = pad(tokenizer, ids[part], "left", model_device(nt))
         rows.append(nt(tokens, attention_mask=mask)[:, -n_last:].float().cpu())
     return torch.cat(rows)
 
@@ -140,7 +120,7 @@ def generate(
     nt: Runner,
     ids: Sequence[Sequence[int]],
     max_new_tokens: int,
-    pad_id: int = 0,
+    tokenizer: Any = None,
     eos_token_id: int | None = None,
     batch_size: int = 32,
     desc: str | None = None,
@@ -150,7 +130,7 @@ def generate(
         return _generate_hooked(nt, ids, max_new_tokens, eos_token_id, batch_size, desc)
     new: list[list[int]] = []
     for part in batches(len(ids), batch_size, desc):
-        tokens, mask = left_pad(ids[part], pad_id, model_device(nt))
+        tokens, mask = pad(tokenizer, ids[part], "left", model_device(nt))
         for row in nt.generate(tokens, max_new_tokens, attention_mask=mask, eos_token_id=eos_token_id).tolist():
             new.append(row[: row.index(eos_token_id)] if eos_token_id in row else row)
     return new
@@ -169,14 +149,3 @@ def _generate_hooked(model: HookedModel, ids: Sequence[Sequence[int]], max_new_t
         for row, seq in zip(group, tokens[:, len(ids[group[0]]):].tolist()):
             found[row] = seq[: seq.index(eos_token_id)] if eos_token_id in seq else seq
     return [found[row] for row in range(len(ids))]
-
-
-def encode(tokenizer: object, text: str, bos: bool = True) -> list[int]:
-    """Token ids of `text`. With `bos`, starting with BOS whenever the tokenizer has one (whether or not it adds it
-    itself), as TransformerLens prepends it by default and the zoo's models are trained with it; without, no special
-    tokens at all (a chat tokenizer's BOS can be a turn marker such as `<|im_start|>`)."""
-    if not bos:
-        return list(tokenizer(text, add_special_tokens=False)["input_ids"])  # type: ignore[operator]
-    ids = list(tokenizer(text)["input_ids"])  # type: ignore[operator]
-    bos_id = getattr(tokenizer, "bos_token_id", None)
-    return ids if bos_id is None or ids[:1] == [bos_id] else [bos_id, *ids]

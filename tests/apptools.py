@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from streamlit.testing.v1 import AppTest
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # `apps` is a top-level directory of the checkout, not an installed package
-
-from streamlit.testing.v1 import AppTest  # noqa: E402
-
-EXPLORER = str(ROOT / "apps" / "explorer.py")
+EXPLORER = str(importlib.util.find_spec("apps.explorer").origin)  # the installed explorer, as `interp app` serves it
 
 
 def explorer(root: Path, monkeypatch: pytest.MonkeyPatch, path: Path | None = None) -> AppTest:

@@ -342,12 +342,12 @@ def test_refusal_hook_path_equals_the_native_path(tiny_dir) -> None:
     rows only): candidate directions, Arditi et al.'s three scores, the selection, refusal scores and generations
     under ablation and addition, 1e-4."""
     import interp.base_vs_post.refusal as refusal
-    from interp.data.datasets import zoo_requests
+    from interp.data.sources import source
 
     path = tiny_dir("llama")
     models = {b: interp.load(path, backend=b, device="cpu") for b in ("native", "transformer_lens")}
     prompt = refusal.template_prompt(models["native"].tokenizer, "User: {instruction}\nAssistant:")
-    harmful, harmless = zoo_requests("train")[0][:4], zoo_requests("train")[1][:4]
+    harmful, harmless = source().refusal_requests("train")[0][:4], source().refusal_requests("train")[1][:4]
     assert len({len(prompt(x)) for x in harmful + harmless}) > 1  # the native path pads, the hook path groups
     positions = refusal.post_instruction_positions([prompt(x) for x in harmful + harmless])
 
@@ -385,14 +385,14 @@ def test_knowledge_maps_on_hooks_equal_the_native_maps(zoo_quick: Path) -> None:
     from interp.checkpoints import discover
     from interp.base_vs_post.knowledge import knowledge_maps
     from interp.base_vs_post.truth import few_shot_lines
-    from interp.data.datasets import zoo_pairs, zoo_statements
+    from interp.data.sources import source
 
     paths = {"base": discover(zoo_quick / "base")[-1].path, "post": discover(zoo_quick / "chat")[-1].path}
-    shots = few_shot_lines(zoo_statements("train"), 2, 0)
+    shots = few_shot_lines(source().truth_statements("train"), 2, 0)
     found = {}
     for backend in ("native", "transformer_lens"):
         models = {m: interp.load(p, backend=backend, device="cpu") for m, p in paths.items()}
-        found[backend] = knowledge_maps(models, zoo_pairs("test"), shots, n_pairs=4)
+        found[backend] = knowledge_maps(models, source().truth_pairs("test"), shots, n_pairs=4)
     native, hooked = found["native"], found["transformer_lens"]
     assert set(hooked.maps) == {"base", "post", "base_to_post", "post_to_base"}
     for name, expected in native.maps.items():

@@ -1,12 +1,12 @@
-"""The explorer (apps/explorer.py) under streamlit's AppTest: every page renders real results directories, the
-numbers it plots are the ones on disk and its axis labels the ticks summary.json records, analyses start from the
-app, errors show as messages, and `interp app` builds the right streamlit command line."""
+"""The explorer (apps/explorer.py) under streamlit's AppTest: it finds every registered analysis's page through the
+registry (`interp.analyses`), every page renders real results directories, the numbers it plots are the ones on disk
+and its axis labels the ticks summary.json records, the run page lists each analysis's example command line and
+starts it, errors show as messages, and `interp app` builds the right streamlit command line."""
 
 from __future__ import annotations
 
 import html
 import json
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -14,17 +14,17 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from streamlit.testing.v1 import AppTest
+
+from apps.views import runner
+from apps.views.kinds import find_results, kind_of
+from apptools import explorer as app
+from interp.analyses import analyses
+from interp.analyses import run as run_analysis
+from interp.results import axes, read_results, write_results
+from interp.testing import tiny_checkpoint
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # `apps` is a top-level directory of the checkout, not an installed package
-
-from streamlit.testing.v1 import AppTest  # noqa: E402
-
-from apptools import explorer as app  # noqa: E402
-
-from apps.views import runner  # noqa: E402
-from apps.views.kinds import find_results, kind_of  # noqa: E402
-from interp.results import axes, read_results, write_results  # noqa: E402
-from interp.testing import tiny_checkpoint  # noqa: E402
 
 EXPLORER = str(ROOT / "apps" / "explorer.py")
 TASK = [{"clean": "the cat sees the ball", "corrupted": "the dog sees the ball", "answer": " the", "wrong": " a"},
@@ -34,30 +34,27 @@ PROMPTS = ["the cat sees the ball", "my friend likes the moon", "the dog sees a 
 
 @pytest.fixture(scope="module")
 def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny two-checkpoint run and one results directory per analysis, written by the analyses themselves
-    (truth, refusal and knowledge need the zoo's vocabulary, so theirs hold synthetic tensors of the real layout)."""
-    from interp.commands.induction import run_induction
-    from interp.commands.tuco import run_tuco
-    from interp.dynamics.gradients.pipeline import Condition, Options, compare_conditions
-    from patching.sweep import Settings, run_sweep
-
+    """A tiny two-checkpoint run and one results directory per analysis, written by the analyses themselves through
+    the registry (truth, refusal and knowledge need the zoo's vocabulary, so theirs hold synthetic tensors of the
+    real layout)."""
     base = tmp_path_factory.mktemp("app")
     run = base / "run"
     for seed, step in enumerate((100, 200)):
         tiny_checkpoint("llama", run / f"step_{step:06d}", seed=seed)
     results = base / "results"
     (base / "task.jsonl").write_text("".join(json.dumps(line) + "\n" for line in TASK))
-    run_sweep(run, base / "task.jsonl", results / "patch", Settings(sites=("resid_pre", "z", "z_by_pos")))
-    run_sweep(run / "step_000100", base / "task.jsonl", results / "patch_other", Settings(sites=("resid_pre",)))
+    run_analysis("patch", run=run, task=base / "task.jsonl", out=results / "patch", sites="resid_pre,z,z_by_pos",
+                 device="cpu")
+    run_analysis("patch", run=run / "step_000100", task=base / "task.jsonl", out=results / "patch_other",
+                 sites="resid_pre", device="cpu")
     (base / "prompts.txt").write_text("\n".join(PROMPTS) + "\n")
-    run_tuco(run / "step_000100", run / "step_000200", base / "prompts.txt", results / "tuco", alphas=("0", "1"),
-             max_new_tokens=3)
-    run_induction(run, results / "induction", seq_len=6, batch=2)
+    run_analysis("tuco", base=run / "step_000100", ft=run / "step_000200", prompts=base / "prompts.txt",
+                 out=results / "tuco", alphas=("0", "1"), max_new_tokens=3)
+    run_analysis("induction", run=run, out=results / "induction", seq_len=6, batch=2)
     (base / "grad.jsonl").write_text("".join(json.dumps({"instruction": p, "response": "the ball"}) + "\n"
                                              for p in PROMPTS))
-    compare_conditions(Condition(run / "step_000100", base / "grad.jsonl", "early"),
-                       Condition(run / "step_000200", base / "grad.jsonl", "late"), results / "gradients",
-                       Options(template="plain"))
+    run_analysis("gradients", model=run / "step_000100", data=base / "grad.jsonl", model_b=run / "step_000200",
+                 label_a="early", label_b="late", template="plain", out=results / "gradients")
     _synthetic(results)
     return results
 
@@ -66,8 +63,9 @@ NO_INPUTS = {"tokenization": {"bos": True, "padding": None}, "inputs": []}
 
 
 def _synthetic(results: Path) -> None:
-    """Truth, refusal and knowledge results with the tensor names, shapes and axes their commands write."""
-    from interp.commands.directions import refusal_axes, truth_axes
+    """Truth, refusal and knowledge results with the tensor names, shapes and axes their analyses write."""
+    from interp.analyses.refusal import refusal_axes
+    from interp.analyses.truth import truth_axes
 
     g = torch.Generator().manual_seed(0)
     layers, d = 3, 8
@@ -109,6 +107,13 @@ def test_every_results_directory_is_found_and_recognised(root: Path) -> None:
     assert kinds == {"patch": "patch", "patch_other": "patch", "tuco": "tuco", "induction": "induction",
                      "gradients": "gradients", "a": "gradients", "b": "gradients", "truth": "truth",
                      "refusal": "refusal", "knowledge": "knowledge"}
+    assert set(kinds.values()) == set(analyses())  # every registered analysis has results here, so its page is tested
+
+
+@pytest.mark.parametrize("name", ["patch", "tuco", "induction", "gradients", "truth", "refusal", "knowledge"])
+def test_each_page_is_found_through_the_registry(name: str, root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    at = app(root, monkeypatch, root / name)
+    assert at.header[0].value == analyses()[name].title and not at.error
 
 
 def test_patching_heatmap_slider_and_differences(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -224,13 +229,24 @@ def test_results_without_axes_show_a_message(tmp_path: Path, monkeypatch: pytest
     assert "rerun the analysis" in at.error[0].value
 
 
+def test_the_run_page_lists_every_analysis_example(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    at = app(root, monkeypatch)
+    at.sidebar.radio(key="mode").set_value("Run an analysis").run()
+    commands = {" ".join(unit.command): unit.example for unit in analyses().values()}
+    assert at.selectbox(key="run_kind").options == list(commands)
+    for command, example in commands.items():
+        at.selectbox(key="run_kind").set_value(command).run()
+        assert example.startswith(f"{command} ") and at.text_input(key=f"run_args_{command}").value == example
+
+
 def test_start_an_analysis_from_the_app(root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     at = app(root, monkeypatch)
     at.sidebar.radio(key="mode").set_value("Run an analysis").run()
-    at.selectbox(key="run_kind").set_value("induction").run()
+    at.selectbox(key="run_kind").set_value("induction scores").run()
     out = tmp_path / "fresh"
     run_dir = read_results(root / "induction").summary["run"]
-    at.text_input(key="run_args_induction").input(f"induction {run_dir} --out {out} --seq-len 5 --batch 2").run()
+    at.text_input(key="run_args_induction scores").input(
+        f"induction scores {run_dir} --out {out} --seq-len 5 --batch 2").run()
     at.button(key="run_go").click().run()
     assert not at.exception and not at.error, at.error
     assert "finished" in at.success[0].value
@@ -242,6 +258,7 @@ def test_start_an_analysis_from_the_app(root: Path, tmp_path: Path, monkeypatch:
 def test_a_failing_analysis_shows_its_error_line(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     at = app(root, monkeypatch)
     at.sidebar.radio(key="mode").set_value("Run an analysis").run()
+    at.selectbox(key="run_kind").set_value("patch").run()
     at.text_input(key="run_args_patch").input(f"patch {root / 'nowhere'} --task t.jsonl --out {root / 'x'}").run()
     at.button(key="run_go").click().run()
     assert not at.exception

@@ -69,12 +69,13 @@ class DevTools:
 @pytest.fixture
 def results_dir(tmp_path: Path) -> Path:
     """A real patching results directory of one tiny checkpoint."""
+    from interp.analyses import run
     from interp.testing import tiny_checkpoint
-    from patching.sweep import Settings, run_sweep
 
     ckpt = tiny_checkpoint("llama", tmp_path / "run" / "step_000100")
     (tmp_path / "task.jsonl").write_text(json.dumps(TASK) + "\n")
-    return run_sweep(ckpt, tmp_path / "task.jsonl", tmp_path / "results" / HOSTILE, Settings(sites=("resid_pre",)))
+    return run("patch", run=ckpt, task=tmp_path / "task.jsonl", out=tmp_path / "results" / HOSTILE, sites="resid_pre",
+               device="cpu").path
 
 
 @pytest.fixture

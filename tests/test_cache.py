@@ -106,7 +106,7 @@ def test_same_request_reuses_files_and_changes_recompute(model: HookedModel, tmp
     assert again.reused == (RESID,) and shard.stat().st_mtime_ns == stamp
     monkeypatch.setattr(type(model), "forward", forward)
     for change in [dict(positions="all"), dict(positions="last", dtype=torch.float16),
-                   dict(positions="last", prompts=PROMPTS[:4]), dict(positions="last", prepend_bos=True)]:
+                   dict(positions="last", prompts=PROMPTS[:4]), dict(positions="last", bos=False)]:
         prompts = change.pop("prompts", PROMPTS)
         handle = cache_activations(model, prompts, [RESID], tmp_path, **change)
         assert handle.reused == (), change
@@ -179,7 +179,7 @@ def test_positions_of_the_wrong_type_are_refused(model: HookedModel, tmp_path: P
 @pytest.mark.parametrize("kwargs, needle", [
     (dict(hooks=["blocks.7.hook_resid_post"]), "no hook named"),
     (dict(positions=[0, 5]), "do not fit prompt 1"),
-    (dict(positions=[-3]), "do not fit prompt 1"),
+    (dict(positions=[-4]), "do not fit prompt 1"),  # "a dog" is BOS and two tokens
     (dict(positions=[]), "positions must be"),
     (dict(prompts=[]), "prompt set is empty"),
     (dict(hooks=[]), "no hooks"),
@@ -340,3 +340,34 @@ def test_a_refused_request_keeps_the_earlier_cache(model: HookedModel, tmp_path:
     with pytest.raises(InterpError, match="do not fit prompt 1"):
         cache_activations(model, PROMPTS, [RESID], tmp_path, positions=[0, 5])
     torch.testing.assert_close(load_activations(tmp_path, RESID), first, rtol=0, atol=0)
+
+
+def test_bos_is_on_by_default_recorded_and_refused_without_a_bos_token(tiny_dir: Callable[[str], Path],
+                                                                        model: HookedModel, tmp_path: Path,
+                                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    from clitools import run
+
+    from interp.data.tokens import encode
+
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("\n".join(PROMPTS[:3]) + "\n")
+    lengths = {}
+    for flag in ("--bos", "--no-bos", None):
+        out = tmp_path / str(flag)
+        argv = ["cache", tiny_dir("gpt2"), "-p", prompts, "--hook", RESID, "-o", out, "--positions", "last"]
+        code, _, err = run(argv + ([flag] if flag else []), capsys)
+        assert code == 0, err
+        handle = open_cache(out / tiny_dir("gpt2").name)
+        bos = flag != "--no-bos"
+        assert json.loads((out / "cache.json").read_text())["settings"]["bos"] is handle.meta(RESID)["bos"] is bos
+        lengths[flag] = handle.lengths().tolist()
+        assert lengths[flag] == [len(encode(model.tokenizer, p, bos)) for p in PROMPTS[:3]]
+    assert lengths["--bos"] == lengths[None] == [n + 1 for n in lengths["--no-bos"]]
+    saved, model.tokenizer.bos_token = model.tokenizer.bos_token, None
+    try:
+        with pytest.raises(InterpError, match="BOS token was asked for") as err:
+            cache_activations(model, PROMPTS[:2], [RESID], tmp_path / "no-bos-token")
+        assert "--no-bos" in err.value.fix
+        assert cache_activations(model, PROMPTS[:2], [RESID], tmp_path / "no-bos-token", bos=False).hooks == (RESID,)
+    finally:
+        model.tokenizer.bos_token = saved

@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from clitools import assert_user_error, run
+from interp.checkpoints import weights_sha256
 from interp.cli import main
 from interp.errors import InterpError
 
@@ -133,18 +134,20 @@ def test_info_reports_sizes_and_steps(tiny_dir: Callable[[str], Path], tmp_path:
     assert fields["d_mlp"] == str(cfg.intermediate_size) and fields["vocab"] == str(cfg.vocab_size)
     lines = out.splitlines()
     assert ["native", "yes", "Llama", "spec"] in [line.split() for line in lines]  # the support section
-    start = [line.split() for line in lines].index(["step", "directory"])
+    start = [line.split() for line in lines].index(["step", "sha256", "directory"])
     table = [line.split() for line in lines[start:] if line.startswith("  ")]
-    assert table[0] == ["step", "directory"]
-    assert table[1:] == [["40", "checkpoint-40"], ["300", "checkpoint-300"],
-                         ["7000", "checkpoint-7000", "differs:", "d_mlp", "96"]]
+    sha = {n: weights_sha256(run_dir / f"checkpoint-{n}")[:12] for n in (40, 300, 7000)}
+    assert table[1:] == [["40", sha[40], "checkpoint-40"], ["300", sha[300], "checkpoint-300"],
+                         ["7000", sha[7000], "checkpoint-7000", "differs:", "d_mlp", "96"]]
+    assert "identical weights" not in out
     assert "3 checkpoints (sizes above are from checkpoint-40)" in out
 
 
 def test_info_on_one_checkpoint(tiny_dir: Callable[[str], Path], capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(["info", str(tiny_dir("gpt_neox"))], capsys)
     assert code == 0 and "GPTNeoXForCausalLM" in out
-    assert out.splitlines()[-1].split() == ["?", str(tiny_dir("gpt_neox").resolve())]
+    sha = weights_sha256(tiny_dir("gpt_neox"))[:12]
+    assert out.splitlines()[-1].split() == ["?", sha, str(tiny_dir("gpt_neox").resolve())]
 
 
 def test_cache_command_writes_then_reuses(tiny_dir: Callable[[str], Path], prompts_file: Path, tmp_path: Path,

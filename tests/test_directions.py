@@ -14,8 +14,9 @@ import torch
 
 from interp.checkpoints import discover
 from interp.models.backends.native_backend import NativeModel
-from probes.activations import encode
-from interp.data.datasets import Statement, zoo_pairs, zoo_statements, zoo_requests
+from interp.data.tokens import encode
+from interp.data.datasets import Statement
+from interp.data.sources import source as data_source
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 
@@ -45,7 +46,8 @@ def hf_models(quick_pair: dict[str, NativeModel]) -> dict[str, Any]:
 
 def small_truth(n_train: int = 48, n_test: int = 24) -> tuple[list[Statement], list[Statement]]:
     rng = random.Random(0)
-    return rng.sample(zoo_statements("train"), n_train), rng.sample(zoo_statements("test"), n_test)
+    statements = data_source().truth_statements
+    return rng.sample(statements("train"), n_train), rng.sample(statements("test"), n_test)
 
 
 def hf_pd(hf: Any, tokenizer: Any, queries: list[str], edit: Any = None) -> float:
@@ -132,7 +134,7 @@ def test_refusal_direction_matches_hidden_states(quick_pair: dict[str, NativeMod
     from interp.base_vs_post.refusal import refusal_directions, template_prompt
     from interp.zoo.data import CHAT_TEMPLATE
 
-    harmful, harmless = (x[:6] for x in zoo_requests("train"))
+    harmful, harmless = (x[:6] for x in data_source().refusal_requests("train"))
     model = quick_pair["base"]
     prompt = template_prompt(model.tokenizer, CHAT_TEMPLATE)
     r = refusal_directions(model, prompt, harmful, harmless, pos=-2, batch_size=4)
@@ -154,7 +156,7 @@ def test_refusal_score_under_hooks_matches_cache_free_loop(quick_pair: dict[str,
     model = quick_pair["post"]
     nt, tok = model.native(), model.tokenizer
     prompt = template_prompt(tok, "User: {instruction}\nAssistant:")
-    instructions = zoo_requests("test")[0][:3]
+    instructions = data_source().refusal_requests("test")[0][:3]
     r = torch.randn(nt.cfg.d_model, generator=torch.Generator().manual_seed(0))
     for hooks in (ablate_hooks(r, nt.cfg.n_layers), add_hooks(r, [1], 4.0, ("resid_pre", "resid_mid", "resid_post"))):
         judge = lambda text: "the" in text.split()[:3]  # noqa: E731
@@ -236,8 +238,8 @@ def test_knowledge_maps_match_single_cell_hook_patching(quick_pair: dict[str, Na
     from interp.base_vs_post.knowledge import knowledge_maps, paired_prompts
     from interp.base_vs_post.truth import few_shot_lines, label_ids
 
-    pairs = zoo_pairs("test")[:6]
-    shots = few_shot_lines(zoo_statements("train"), 4, 0)
+    pairs = data_source().truth_pairs("test")[:6]
+    shots = few_shot_lines(data_source().truth_statements("train"), 4, 0)
     res = knowledge_maps(quick_pair, pairs, shots, n_pairs=6)
     true_ids, false_ids = paired_prompts(pairs, shots, quick_pair["base"].tokenizer, 0, 6)
     n_layers, n_cols = res.maps["base"].shape
@@ -318,7 +320,7 @@ def zoo_chat(zoo: Path) -> tuple[NativeModel, Any, torch.Tensor, int]:
 
     chat = load_native(last_checkpoints(zoo)[1])
     prompt = template_prompt(chat.tokenizer, CHAT_TEMPLATE)
-    r, layer, _, _ = choose_direction(chat, prompt, zoo_requests("train"), judge=is_refusal)
+    r, layer, _, _ = choose_direction(chat, prompt, data_source().refusal_requests("train"), judge=is_refusal)
     return chat, prompt, r, layer
 
 
@@ -333,7 +335,7 @@ def test_zoo_ablating_refusal_direction_lowers_refusal(zoo_chat: tuple[NativeMod
     from probes.steering import ablate_hooks
 
     chat, prompt, r, layer = zoo_chat
-    harmful = zoo_requests("test")[0][:48]
+    harmful = data_source().refusal_requests("test")[0][:48]
     before, _ = refusal_score(chat, prompt, harmful, judge=is_refusal)
     after, texts = refusal_score(chat, prompt, harmful, ablate_hooks(unit(r[layer]), chat.native().cfg.n_layers),
                                  judge=is_refusal)
@@ -348,7 +350,7 @@ def test_zoo_adding_refusal_direction_raises_refusal(zoo_chat: tuple[NativeModel
     from probes.steering import add_hooks
 
     chat, prompt, r, layer = zoo_chat
-    harmless = zoo_requests("test")[1][:48]
+    harmless = data_source().refusal_requests("test")[1][:48]
     before, _ = refusal_score(chat, prompt, harmless, judge=is_refusal)
     hooks = add_hooks(unit(r[layer]), [layer], float(r[layer].norm()) / 3, ("resid_pre", "resid_mid", "resid_post"))
     after, texts = refusal_score(chat, prompt, harmless, hooks, judge=is_refusal)
@@ -442,13 +444,13 @@ def test_truth_cli_bos_flag_changes_the_tokens_seen_and_is_recorded(tiny_pair: t
     for name, statements in (("train.csv", tiny_statements(16, 2)), ("eval.csv", tiny_statements(8, 3))):
         (tmp_path / name).write_text("statement,label\n" + "".join(f"{s.text},{int(s.label)}\n" for s in statements))
     seen: list[int] = []
-    original = probes.activations.left_pad
+    original = probes.activations.pad
 
-    def spy(ids: Any, *args: Any, **kwargs: Any) -> Any:
+    def spy(tokenizer: Any, ids: Any, *args: Any, **kwargs: Any) -> Any:
         seen.extend(seq[0] for seq in ids)
-        return original(ids, *args, **kwargs)
+        return original(tokenizer, ids, *args, **kwargs)
 
-    monkeypatch.setattr(probes.activations, "left_pad", spy)
+    monkeypatch.setattr(probes.activations, "pad", spy)
     base, post = tiny_pair
     bos_id = load_native(base).tokenizer.bos_token_id
     for flag in ("--bos", "--no-bos"):

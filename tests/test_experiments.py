@@ -33,7 +33,7 @@ def tuco_numbers(zoo_quick: Path, tmp_path_factory: pytest.TempPathFactory) -> t
 def interp_tuco(numbers: dict, prompts: Path, prompts_b: Path, out: Path, capsys: pytest.CaptureFixture[str],
                 *alphas: str) -> dict:
     """`interp tuco` (BOS prepended, as the experiment does) on the experiment's checkpoints: its summary.json."""
-    argv = ["tuco", numbers["base"], numbers["chat"], "--prompts", prompts, "--prompts-b", prompts_b, "--prepend-bos",
+    argv = ["tuco", numbers["base"], numbers["chat"], "--prompts", prompts, "--prompts-b", prompts_b, "--bos",
             "--max-new-tokens", str(NEW_TOKENS), "--out", out, *(a for alpha in alphas for a in ("--alpha", alpha))]
     code, _, err = run(argv, capsys)
     assert code == 0, err

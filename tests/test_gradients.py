@@ -265,7 +265,7 @@ def test_command_single_and_comparison(tiny_dir, tmp_path: Path) -> None:
     data_b = write_pairs([(i, f"{r} so {r}") for i, r in PAIRS], tmp_path / "slow.jsonl")
     runner = CliRunner()
     done = runner.invoke(app, ["gradients", str(path), "--data", str(data_a), "--out", str(tmp_path / "one"),
-                               "--batch-size", "2"])
+                               "--batch-size", "2", "--no-bos"])
     assert done.exit_code == 0, done.output
     tensors = load_file(tmp_path / "one" / "results.safetensors")
     summary = json.loads((tmp_path / "one" / "summary.json").read_text())
@@ -282,7 +282,7 @@ def test_command_single_and_comparison(tiny_dir, tmp_path: Path) -> None:
     assert "nuclear.up" not in tensors and tensors["samples.nuclear.q"].shape == (3, 2)
 
     done = runner.invoke(app, ["gradients", str(path), "--data", str(data_a), "--data-b", str(data_b),
-                               "--out", str(tmp_path / "two"), "--mlp"])
+                               "--out", str(tmp_path / "two"), "--mlp", "--no-bos"])
     assert done.exit_code == 0, done.output
     both = load_file(tmp_path / "two" / "results.safetensors")
     torch.testing.assert_close(both["a.nuclear.q"], tensors["nuclear.q"])
@@ -324,4 +324,30 @@ def test_chat_template_prompt(tiny_dir) -> None:
     assert enc.ids[0] == tokenizer.bos_token_id
     prompt = tokenizer.decode(enc.ids[1: enc.n_prompt])
     assert prompt.startswith("system : You are a helpful assistant.") and prompt.endswith("assistant :")
+    assert list(enc.ids[enc.n_prompt:]) == tokenizer("the ball .", add_special_tokens=False)["input_ids"]
+
+
+def test_a_data_source_chat_checkpoint_gets_its_template_without_folder_guessing(tiny_dir, monkeypatch) -> None:
+    """`auto` asks `interp.data.sources.source_of`: a checkpoint a source chat-tuned is prompted with that source's
+    template ("source-chat"), BOS first once; one no source owns falls back to plain (the tiny tokenizer has no chat
+    template)."""
+    from dataclasses import replace
+
+    from transformers import AutoTokenizer
+
+    import interp.data.sources as sources
+    from interp.dynamics.gradients.data import encode_pairs, resolve_template, source_chat_template
+
+    path = tiny_dir("llama")
+    tokenizer = AutoTokenizer.from_pretrained(str(path))
+    assert resolve_template("auto", path, tokenizer) == "plain" and source_chat_template(path) is None
+    owned = replace(sources.source(), name="mine", chat_template="Q: {instruction}\nA:",
+                    owns=lambda p: p.resolve() == path.resolve(), chat=lambda p: p.resolve() == path.resolve())
+    monkeypatch.setattr(sources, "sources", lambda: {"mine": owned})
+    assert resolve_template("auto", path, tokenizer) == "source-chat" == resolve_template("chat", path, tokenizer)
+    assert resolve_template("plain", path, tokenizer) == "plain"
+    [enc] = encode_pairs(tokenizer, [("the cat sees", "the ball .")], "source-chat", 64, True,
+                         chat_format=source_chat_template(path))
+    prompt = tokenizer("Q: the cat sees\nA:", add_special_tokens=False)["input_ids"]
+    assert list(enc.ids[: enc.n_prompt]) == [tokenizer.bos_token_id, *prompt]
     assert list(enc.ids[enc.n_prompt:]) == tokenizer("the ball .", add_special_tokens=False)["input_ids"]

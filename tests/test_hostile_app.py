@@ -19,14 +19,12 @@ from typing import Iterator
 import pytest
 import torch
 
+from apps.views.kinds import RESULTS_FILES, find_results
+from apptools import explorer, free_port, stop
+from clitools import assert_unchanged, assert_user_error, run, tree_state
+from interp.results import axes, write_results
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # `apps` is a top-level directory of the checkout, not an installed package
-
-
-from apps.views.kinds import RESULTS_FILES, find_results  # noqa: E402
-from apptools import explorer, free_port, stop  # noqa: E402
-from clitools import assert_unchanged, assert_user_error, run, tree_state  # noqa: E402
-from interp.results import axes, write_results  # noqa: E402
 
 INTERP = Path(sys.executable).parent / "interp"  # the console script a user types
 HOSTILE = "<img src=x onerror=alert(1)>"
@@ -177,7 +175,8 @@ def test_user_strings_are_never_rendered_as_html(tmp_path: Path, monkeypatch: py
     at.selectbox(key="patch_other_dir").set_value(other).run()
     diff = json.loads(at.get("plotly_chart")[1].proto.spec)
     assert HOSTILE not in diff["layout"]["title"]["text"] and "&lt;img" in diff["layout"]["title"]["text"]
-    sources = "".join(p.read_text() for p in (ROOT / "apps").rglob("*.py"))
+    pages = [ROOT / "interp" / "analyses" / "widgets.py", *(ROOT / "interp" / "analyses").glob("*/page.py")]
+    sources = "".join(p.read_text() for p in [*(ROOT / "apps").rglob("*.py"), *pages])
     assert "unsafe_allow_html" not in sources and "st.html" not in sources and "components.html" not in sources
 
 
@@ -190,6 +189,7 @@ def test_the_run_page_cannot_make_zoo_build_delete_a_project(zoo_quick: Path, tm
     before = tree_state(tmp_path)
     at = explorer(tmp_path, monkeypatch)
     at.sidebar.radio(key="mode").set_value("Run an analysis").run()
+    at.selectbox(key="run_kind").set_value("patch").run()
     at.text_input(key="run_args_patch").input(f"zoo build --quick --out {web}").run()
     at.button(key="run_go").click().run()
     assert not at.exception

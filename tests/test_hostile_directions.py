@@ -15,7 +15,7 @@ import torch
 
 from clitools import assert_unchanged, assert_user_error, run, tree_state
 from interp.checkpoints import discover
-from interp.data.datasets import zoo_pairs, zoo_statements
+from interp.data.sources import source
 
 TRUTH = ["directions", "truth", "BASE", "POST", "--out", "W/out"]
 REFUSAL = ["directions", "refusal", "BASE", "POST", "--out", "W/out"]
@@ -39,7 +39,7 @@ def refusal_dir(path: Path, files: dict[str, Any]) -> None:
 
 def make_workspace(work: Path) -> None:
     """Every hostile input file the cases name, and a few good ones."""
-    good = [(s.text, int(s.label)) for s in zoo_statements("train")[:40]]
+    good = [(s.text, int(s.label)) for s in source().truth_statements("train")[:40]]
     write_csv(work / "good.csv", good)
     write_csv(work / "four.csv", [r for r in good if r[1]][:2] + [r for r in good if not r[1]][:2])
     write_csv(work / "one_row.csv", good[:1])
@@ -49,7 +49,7 @@ def make_workspace(work: Path) -> None:
     write_csv(work / "empty_statement.csv", [("  ", 1), good[1]])
     write_csv(work / "header_only.csv", [])
     write_csv(work / "long.csv", [(" ".join([s] * 40), label) for s, label in good[:4]])
-    long_pairs = [(" ".join([s.text] * 30), int(s.label)) for pair in zoo_pairs("test")[:12] for s in pair]
+    long_pairs = [(" ".join([s.text] * 30), int(s.label)) for pair in source().truth_pairs("test")[:12] for s in pair]
     write_csv(work / "long_pairs.csv", long_pairs)
     write_csv(work / "unpaired.csv", [("the sky is blue.", 1), ("grass is purple today.", 0)])
     (work / "latin1.csv").write_bytes("statement,label\ncaf\xe9 is a word.,1\nthe moon is cheese.,0\n"

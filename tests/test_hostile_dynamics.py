@@ -337,7 +337,8 @@ def test_non_finite_gradient_statistic_names_the_sample(tiny_dir: Callable[[str]
                         {"instruction": "", "response": "a"}])
     out = tmp_path / "out"
     before = tree_state(tmp_path)
-    result = run(["gradients", tiny_dir("llama"), "--data", data, "--out", out, "--batch-size", 1], capsys)
+    result = run(["gradients", tiny_dir("llama"), "--data", data, "--out", out, "--batch-size", 1, "--no-bos"],
+                 capsys)
     assert_user_error(result, f"{tiny_dir('llama')}: the loss or a gradient statistic of {data}:2 is not finite",
                       after_progress=True)
     assert_unchanged(tmp_path, before, out)

@@ -297,7 +297,7 @@ def test_rerun_reuses_scores_by_weights_content(tiny_dir: Callable[[str], Path],
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     """A rerun into the same --out reuses each checkpoint's scores only while its weights are the same: replace one
     checkpoint's weights (same path, same settings) and exactly that one is scored again, as a fresh run scores it."""
-    from interp.commands.induction import run_induction
+    from interp.analyses import run as run_analysis
     from interp.dynamics import induction
     from interp.testing import tiny_checkpoint
 
@@ -306,22 +306,22 @@ def test_rerun_reuses_scores_by_weights_content(tiny_dir: Callable[[str], Path],
         tiny_checkpoint("gpt2", run / f"step_{step:06d}", seed=step)
     real, scored = induction.checkpoint_scores, []
     monkeypatch.setattr(induction, "checkpoint_scores", lambda nt, *a, **k: scored.append(1) or real(nt, *a, **k))
-    run_induction(run, tmp_path / "out", seq_len=6, batch=2)
+    run_analysis("induction", run=run, out=tmp_path / "out", seq_len=6, batch=2)
     assert len(scored) == 2
     tiny_checkpoint("gpt2", run / "step_000200", seed=7)
     scored.clear()
-    rerun = read_results(run_induction(run, tmp_path / "out", seq_len=6, batch=2))
+    rerun = run_analysis("induction", run=run, out=tmp_path / "out", seq_len=6, batch=2)
     assert len(scored) == 1
-    fresh = read_results(run_induction(run, tmp_path / "fresh", seq_len=6, batch=2))
+    fresh = run_analysis("induction", run=run, out=tmp_path / "fresh", seq_len=6, batch=2)
     for name, value in fresh.tensors.items():
         torch.testing.assert_close(rerun.tensors[name], value, msg=name)
 
 
 def _zoo_base_scores(root: Path, out: Path, batch: int = 10) -> tuple[Any, list[dict[str, Any]]]:
     """`interp induction` on the zoo's base run, and the manifest's entries for that run."""
-    from interp.commands.induction import run_induction
+    from interp.analyses import run as run_analysis
 
-    res = read_results(run_induction(root / "base", out, batch=batch))
+    res = run_analysis("induction", run=root / "base", out=out, batch=batch)
     return res, json.loads((root / "manifest.json").read_text())["runs"]["base"]
 
 

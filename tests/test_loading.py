@@ -363,3 +363,47 @@ def test_family_without_native_spec_opens_on_the_hook_backends_only(gptj: Path) 
 def test_unknown_backend(tiny_dir) -> None:
     with pytest.raises(InterpError, match="unknown backend 'jax'"):
         interp.load(tiny_dir("llama"), backend="jax")
+
+
+# --- hub ids: resolved offline in the local Hugging Face cache ------------------------------------------------------
+@pytest.fixture()
+def hub(tiny_dir: Callable[[str], Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
+    """HF_HUB_CACHE -> a cache holding tiny-org/tiny at step1000 (a GPT-2) and main (a Llama): their snapshots."""
+    from test_hub import write_hub_cache
+
+    cache = tmp_path / "hf-cache"
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    return {"step1000": write_hub_cache(cache, "tiny-org/tiny", "step1000", tiny_dir("gpt2")),
+            "main": write_hub_cache(cache, "tiny-org/tiny", "main", tiny_dir("llama"))}
+
+
+def test_load_a_hub_id_at_a_revision(hub: dict[str, Path], tiny_dir) -> None:
+    model = interp.load("tiny-org/tiny", revision="step1000", backend="native", device="cpu")
+    assert model.path == hub["step1000"] and model.step == 1000  # the step the revision names
+    with torch.no_grad():
+        torch.testing.assert_close(model(TOKENS), interp.load(tiny_dir("gpt2"), backend="native", device="cpu")(TOKENS))
+    main = interp.load("tiny-org/tiny", backend="transformer_lens", device="cpu")
+    assert main.path == hub["main"] and main.step is None and main.summary.architecture.startswith("Llama")
+
+
+def test_every_reader_accepts_a_hub_id(hub: dict[str, Path], tiny_dir) -> None:
+    from interp.checkpoints import check_compatible, read_summary
+    from interp.loading import load_tokenizer, read_config, verify_checkpoint
+
+    assert verify_checkpoint("tiny-org/tiny", "step1000") == hub["step1000"]
+    assert verify_checkpoint("tiny-org/tiny") == hub["main"]
+    assert read_config("tiny-org/tiny")["model_type"] == "llama"
+    assert load_tokenizer("tiny-org/tiny").get_vocab() == load_tokenizer(tiny_dir("llama")).get_vocab()
+    assert read_summary("tiny-org/tiny") == read_summary(tiny_dir("llama"))
+    check_compatible("tiny-org/tiny", tiny_dir("llama"))
+    with pytest.raises(InterpError, match="checkpoints differ"):
+        check_compatible("tiny-org/tiny", tiny_dir("gpt2"))
+
+
+def test_a_revision_not_cached_names_the_download(hub: dict[str, Path], tiny_dir) -> None:
+    with pytest.raises(InterpError, match="huggingface-cli download tiny-org/tiny --revision step5"):
+        interp.load("tiny-org/tiny", revision="step5", device="cpu")
+    with pytest.raises(InterpError, match="no local path.*huggingface-cli download tiny-org/absent"):
+        interp.load("tiny-org/absent", device="cpu")
+    with pytest.raises(InterpError, match="not a hub id"):
+        interp.load(tiny_dir("gpt2"), revision="step5", device="cpu")

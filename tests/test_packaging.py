@@ -51,8 +51,9 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.slow
 def test_the_wheel_holds_the_explorer_and_its_pages(wheel: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
-    pages = {f"apps/views/{p.name}" for p in (ROOT / "apps" / "views").glob("*.py")}
-    assert {"apps/__init__.py", "apps/explorer.py", "apps/views/kinds.py"} | pages <= names
+    pages = {str(p.relative_to(ROOT)) for p in (ROOT / "interp" / "analyses").glob("*/page.py")}
+    assert len(pages) == 7 and {"apps/__init__.py", "apps/explorer.py", "apps/views/kinds.py",
+                                "apps/views/runner.py", "interp/analyses/widgets.py"} | pages <= names
     assert not any(n.startswith(("benchmarks/", "experiments/", "tests/")) for n in names)
 
 

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-import patching.sweep as sweep
+import interp.analyses.patch.sweep as sweep
+from interp.analyses.patch import Spec
+from interp.analyses.patch import run as run_patch
 from interp.cli import main
 from interp.errors import InterpError
 from interp.results import read_results
@@ -67,7 +70,7 @@ def test_patch_command_writes_three_files_matching_the_engine(run_dir: Path, tmp
 def test_interrupted_sweep_resumes_from_last_finished_checkpoint(run_dir: Path, tmp_path: Path,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     task = write_task(tmp_path / "task.jsonl", LINES)
-    settings = sweep.Settings(sites=("resid_pre",))
+    spec = Spec(run=run_dir, task=task, out=tmp_path / "out", sites="resid_pre", device="cpu")
     real, calls = sweep.patch_checkpoint, []
 
     def failing_second(model, source, task_, settings_):  # type: ignore[no-untyped-def]
@@ -78,16 +81,16 @@ def test_interrupted_sweep_resumes_from_last_finished_checkpoint(run_dir: Path, 
 
     monkeypatch.setattr(sweep, "patch_checkpoint", failing_second)
     with pytest.raises(KeyboardInterrupt):
-        sweep.run_sweep(run_dir, task, tmp_path / "out", settings)
+        run_patch(spec)
     calls.clear()
     monkeypatch.setattr(sweep, "patch_checkpoint", lambda *a: calls.append(a[0].step) or real(*a))
-    sweep.run_sweep(run_dir, task, tmp_path / "out", settings)
+    run_patch(spec)
     assert calls == [200]  # only the unfinished checkpoint ran again
     calls.clear()
     with pytest.raises(InterpError, match="made with other settings"):  # changed settings: refused, nothing run
-        sweep.run_sweep(run_dir, task, tmp_path / "out", sweep.Settings(sites=("attn_out",)))
+        run_patch(replace(spec, sites="attn_out"))
     assert calls == []
-    sweep.run_sweep(run_dir, task, tmp_path / "out", sweep.Settings(sites=("attn_out",)), force=True)
+    run_patch(replace(spec, sites="attn_out", force=True))
     assert calls == [100, 200]  # replaced with --force: nothing reused
 
 
@@ -103,9 +106,8 @@ def test_task_lines_of_different_lengths_are_reported_by_number(run_dir: Path, t
 
 def test_cross_model_sweep_pairs_one_source_with_every_checkpoint(run_dir: Path, tmp_path: Path) -> None:
     task = write_task(tmp_path / "task.jsonl", LINES[:1])
-    settings = sweep.Settings(sites=("resid_post",))
-    out = sweep.run_sweep(run_dir, task, tmp_path / "out", settings, source=run_dir / "step_000200")
-    res = read_results(out)
+    res = run_patch(Spec(run=run_dir, task=task, out=tmp_path / "out", sites="resid_post",
+                         source=run_dir / "step_000200", device="cpu"))
     assert [c["source"].endswith("step_000200") for c in res.summary["checkpoints"]] == [True, True]
     # the clean run is the source's on both rows; the corrupted run is each target's own
     clean, corrupted = res.summary["clean_metric"], res.summary["corrupted_metric"]

@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 import torch
 
-from interp.errors import InterpError
-from probes.activations import collect, encode, left_pad
 from interp.data.datasets import load_instructions, load_refusal_dir, load_truth_csv
+from interp.data.tokens import encode, pad
+from interp.errors import InterpError
+from probes.activations import collect
 from probes.directions import (cosine, diff_in_means, fit_logistic, logistic_probe, mass_mean_probe,
                                train_test_split, unit)
 from probes.steering import ablate_hooks, add_hooks, project_out
@@ -151,14 +152,14 @@ def test_collect_left_padded_matches_hugging_face(tiny_llama, tiny_dir) -> None:
     assert all(seq[0] == tiny_llama.tokenizer.bos_token_id for seq in ids)
     nt = tiny_llama.native()
     names = ["blocks.0.hook_resid_pre", "blocks.1.hook_resid_pre", "blocks.0.hook_resid_post"]
-    acts = collect(nt, ids, names, positions=(-2, -1), pad_id=tiny_llama.tokenizer.pad_token_id, batch_size=2)
+    acts = collect(nt, ids, names, positions=(-2, -1), tokenizer=tiny_llama.tokenizer, batch_size=2)
     assert acts.shape == (3, 3, 2, nt.cfg.d_model)
     for row, seq in enumerate(ids):
         with torch.no_grad():
             hidden = hf(torch.tensor([seq]), output_hidden_states=True).hidden_states
         for k, layer in enumerate((0, 1, 1)):  # resid_pre of l = hidden_states[l]; resid_post of 0 = hidden_states[1]
             assert torch.allclose(acts[k, row], hidden[layer][0, -2:], atol=1e-4), (names[k], row)
-    tokens, mask = left_pad(ids, 2)
+    tokens, mask = pad(tiny_llama.tokenizer, ids)
     assert mask.sum(1).tolist() == [len(s) for s in ids] and (tokens[:, -1] == torch.tensor([s[-1] for s in ids])).all()
 
 

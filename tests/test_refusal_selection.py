@@ -20,7 +20,7 @@ from interp.errors import InterpError
 from interp.loading import load
 from interp.models.hooked import HookedModel
 from interp.testing import tiny_checkpoint
-from interp.data.datasets import zoo_requests
+from interp.data.sources import source
 
 TEMPLATE = "User: {instruction}\nAssistant:"
 
@@ -85,7 +85,7 @@ def test_scores_match_hugging_face_and_a_hand_log_softmax(tiny: HookedModel) -> 
 
     hf = AutoModelForCausalLM.from_pretrained(tiny.path, attn_implementation="eager").eval()
     prompt = refusal.template_prompt(tiny.tokenizer, TEMPLATE)
-    harmful, harmless = zoo_requests("train")[0][:3], zoo_requests("train")[1][5:8]
+    harmful, harmless = source().refusal_requests("train")[0][:3], source().refusal_requests("train")[1][5:8]
     assert len({len(prompt(x)) for x in harmful + harmless}) > 1  # padding is exercised
     d = tiny.native().cfg.d_model
     candidates = 3 * torch.randn(2, 2, d, generator=torch.Generator().manual_seed(7))  # not seed 0: the embeddings
@@ -143,7 +143,7 @@ def test_transfer_selects_over_layers_below_four_fifths(tmp_path: Path, monkeypa
     only candidate and is never excluded."""
     model = load(tiny_checkpoint("llama", tmp_path / "five", num_hidden_layers=5), backend="native")
     prompt = refusal.template_prompt(model.tokenizer, TEMPLATE)
-    harmful, harmless = (x[:4] for x in zoo_requests("train"))
+    harmful, harmless = (x[:4] for x in source().refusal_requests("train"))
     seen: list[tuple[list[int], list[int], tuple[int, ...]]] = []
 
     class Stop(Exception):
@@ -249,7 +249,7 @@ def test_refusal_tokens_are_the_first_tokens_of_the_prefixes_the_judge_accepts(
 def test_given_layer_and_position_skip_selection_and_flag_a_model_refusing_nothing(tiny: HookedModel) -> None:
     """A random model refuses none of the requests: baseline_refuses_none is True for both, no selection runs."""
     prompt = refusal.template_prompt(tiny.tokenizer, TEMPLATE)
-    harmful, harmless = (x[:3] for x in zoo_requests("train"))
+    harmful, harmless = (x[:3] for x in source().refusal_requests("train"))
     res = refusal.refusal_transfer({"base": tiny, "post": tiny}, {"base": prompt, "post": prompt},
                                    (harmful, harmless), (harmful, harmless), layer=1, pos=-1, max_new_tokens=2,
                                    judge=Judge("none", ()))
@@ -264,12 +264,12 @@ def test_quick_zoo_selection_gives_a_working_result(quick_models: dict[str, Hook
     tokens is the token embedding, the same for every request, so its directions are zero. Arditi et al.'s selection
     must pick layer 1 too, with scores that pass its filters, written and read back consistently. The chat model
     refuses the harmful requests, the base model none of them."""
-    from interp.commands.directions import refusal_axes
+    from interp.analyses.refusal import refusal_axes
     from interp.results import read_results, write_results
     from interp.zoo.data import CHAT_TEMPLATE, is_refusal as zoo_judge
 
     prompts = {m: refusal.template_prompt(model.tokenizer, CHAT_TEMPLATE) for m, model in quick_models.items()}
-    train, test = zoo_requests("train"), zoo_requests("test")
+    train, test = source().refusal_requests("train"), source().refusal_requests("test")
     res = refusal.refusal_transfer(quick_models, prompts, (train[0][:64], train[1][:64]),
                                    (test[0][:8], test[1][:8]), max_new_tokens=4, judge=zoo_judge)
     sel = res.selection

@@ -10,7 +10,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from interp.errors import InterpError
-from interp.base_vs_post.prompts import read_prompts, write_prompts
+from interp.data.prompts import read_prompts, write_prompts
 from interp.base_vs_post.tuco import (ScaledPair, alpha_sweep, auc, check_prompts, encode_left_padded, layer_alphas,
                                     tuco, tuco_texts)
 from interp.models.native import NativeTransformer
@@ -247,9 +247,10 @@ def test_cli_writes_tuco_results(pair_dirs, models, tokenizer, tmp_path: Path) -
     with pytest.raises(SystemExit) as done:
         main(["tuco", str(pair_dirs["base"]), str(pair_dirs["ft"]), "--prompts", files[0], "--prompts-b", files[1],
               "--alpha", "0", "--alpha", "1,0.5", "--alpha", "1", "--behaviour-prefix", "the",
-              "--max-new-tokens", "3", "--batch-size", "2", "--out", str(out)])
+              "--max-new-tokens", "3", "--batch-size", "2", "--no-bos", "--out", str(out)])
     assert done.value.code == 0
     res = read_results(out)
+    assert res.summary["tokenization"]["bos"] is False and res.summary["bos_token"] is None
     expected_a = tuco(models["base"], models["ft"], *encode_left_padded(tokenizer, a))
     assert torch.allclose(res.tensors["tuco"], expected_a.tuco, atol=1e-5)
     assert res.tensors["tuco_b"].shape == (2,)
@@ -263,6 +264,19 @@ def test_cli_writes_tuco_results(pair_dirs, models, tokenizer, tmp_path: Path) -
     assert res.tensors["behaviour"][2].item() == pytest.approx(sum(t.strip().startswith("the") for t in ft_new) / 3)
     assert res.tensors["kl"][2].abs().max() < 1e-5 and res.tensors["kl"][0].min() > 0
     assert "AUC" in (out / "report.html").read_text()
+
+
+def test_cli_starts_every_prompt_with_bos_by_default(pair_dirs, models, tokenizer, tmp_path: Path) -> None:
+    """The toolkit's BOS default (`--bos`): TuCo of the prompts with the tokenizer's BOS first, recorded as such."""
+    from interp.analyses import run as run_analysis
+
+    prompts = write_prompts(tmp_path / "a.jsonl", PROMPTS[:3])
+    res = run_analysis("tuco", base=pair_dirs["base"], ft=pair_dirs["ft"], prompts=prompts, out=tmp_path / "out",
+                       alphas=("1",), max_new_tokens=1)
+    expected = tuco(models["base"], models["ft"], *encode_left_padded(tokenizer, PROMPTS[:3], prepend_bos=True))
+    assert torch.allclose(res.tensors["tuco"], expected.tuco, atol=1e-5)
+    assert res.summary["tokenization"] == {"bos": True, "padding": "left"}
+    assert res.summary["bos"] is True and res.summary["bos_token"] == tokenizer.bos_token
 
 
 def test_cli_rejects_a_wrong_length_alpha(pair_dirs, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -235,7 +235,7 @@ def test_progress_writes_lines_when_redirected(monkeypatch: pytest.MonkeyPatch) 
 
 
 def test_records_keep_their_file_line_numbers(tmp_path: Path, tiny_dir: Callable[[str], Path]) -> None:
-    from interp.jsonl import numbered_records
+    from interp.data.jsonl import numbered_records
     from interp.loading import load_tokenizer
     from patching.tasks import load_task
 
@@ -249,7 +249,7 @@ def test_records_keep_their_file_line_numbers(tmp_path: Path, tiny_dir: Callable
 
 @pytest.mark.parametrize("text", ["first prompt\nsecond\n", '{"prompt": "first prompt"}\n{"prompt": "second"}\n'])
 def test_prompt_files_with_a_byte_order_mark(tmp_path: Path, text: str) -> None:
-    from interp.base_vs_post.prompts import read_prompts
+    from interp.data.prompts import read_prompts
 
     path = tmp_path / "prompts.txt"
     path.write_text("\ufeff" + text, encoding="utf-8")

@@ -539,7 +539,7 @@ def remeasured(zoo: Path) -> dict[str, Any]:
     acts = {}
     for split in ("train", "test"):
         texts, labels = zip(*data.truth_statements(split))
-        rows = [hooked.run_with_cache(hooked.to_tokens(t, prepend_bos=True), names=names)[1] for t in texts]
+        rows = [hooked.run_with_cache(hooked.to_tokens(t), names=names)[1] for t in texts]
         acts[split] = (torch.stack([torch.stack([r[n][0, -1] for r in rows]) for n in names]),
                        torch.tensor(labels).bool())
     by_layer = [mean_difference_accuracy(a, acts["train"][1], b, acts["test"][1])

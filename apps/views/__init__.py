@@ -1,1 +1,2 @@
-"""One module per explorer page; each exposes `render(results)` and pure helpers the tests check."""
+"""The explorer's own pieces: `runner` (the run page) and `kinds` (finding results directories); each analysis's
+page is `interp/analyses/<name>/page.py`."""

@@ -1,4 +1,5 @@
-"""Run page: start any interp analysis as a subprocess, showing its progress bars live and its error as a message."""
+"""Run page: start any registered analysis as an `interp` command in a subprocess (its example command line, from
+the registry, to edit), showing its progress bars live and its error as a message."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Callable, Iterable
 
 import streamlit as st
 
+from interp.analyses import analyses
 from interp.analyses.widgets import literal
 
 _PERCENT = re.compile(r"(?:^|\s)([^\r\n:]*?):?\s*(\d{1,3})%\|")

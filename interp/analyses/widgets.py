@@ -1,5 +1,6 @@
 """Streamlit pieces every explorer page shares: cached loading, plotly figures, errors shown as messages instead of
-tracebacks, and user strings (file, checkpoint and prompt names) shown as the literal text they are, never as Markdown or HTML."""
+tracebacks, and user strings (file, checkpoint and prompt names) shown as the literal text they are, never as
+Markdown or HTML."""
 
 from __future__ import annotations
 

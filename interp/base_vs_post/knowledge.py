@@ -29,7 +29,7 @@ from interp.errors import InterpError
 from interp.options import check_context
 from interp.base_vs_post.truth import SUFFIX, label_ids, truth_query
 from interp.models.hooked import HookedModel
-from probes.activations import encode
+from interp.data.tokens import encode
 from interp.data.datasets import Statement
 
 if TYPE_CHECKING:

@@ -43,8 +43,8 @@ from interp.data.judges import REFERENCE, Judge
 from interp.errors import InterpError
 from interp.models.hooked import HookedModel
 from interp.progress import progress
-from probes.activations import (batches, collect, encode, generate, left_pad, model_device, pad_id_of,
-                                residual_layout, runner, tail_logits)
+from interp.data.tokens import BOS_DEFAULT, encode, pad
+from probes.activations import batches, collect, generate, model_device, residual_layout, runner, tail_logits
 from probes.directions import cosine, diff_in_means, unit
 from probes.steering import Hook, ablate_hooks, add_hooks
 
@@ -54,15 +54,16 @@ BASE_TEMPLATE = "User: {instruction}\nAssistant:"
 PromptFn = Callable[[str], list[int]]
 
 
-def template_prompt(tokenizer: Any, template: str | None = None) -> PromptFn:
+def template_prompt(tokenizer: Any, template: str | None = None, bos: bool = BOS_DEFAULT) -> PromptFn:
     """instruction -> token ids in the model's own format: `template` (with `{instruction}`) if given, else the
-    tokenizer's chat template if it has one, else the reference's base template "User: ...\\nAssistant:"."""
+    tokenizer's chat template if it has one (its special tokens as it writes them), else the reference's base
+    template "User: ...\\nAssistant:"; `bos` as `interp.data.tokens.encode` for the two format strings."""
     if template is not None:
-        return lambda instruction: encode(tokenizer, template.format(instruction=instruction))
+        return lambda instruction: encode(tokenizer, template.format(instruction=instruction), bos)
     if getattr(tokenizer, "chat_template", None):
         return lambda instruction: list(tokenizer.apply_chat_template(
             [{"role": "user", "content": instruction}], add_generation_prompt=True, tokenize=True, return_dict=False))
-    return lambda instruction: encode(tokenizer, BASE_TEMPLATE.format(instruction=instruction))
+    return lambda instruction: encode(tokenizer, BASE_TEMPLATE.format(instruction=instruction), bos)
 
 
 def candidate_directions(model: HookedModel, prompt: PromptFn, harmful: Sequence[str], harmless: Sequence[str],
@@ -71,7 +72,7 @@ def candidate_directions(model: HookedModel, prompt: PromptFn, harmful: Sequence
     """Difference in means (harmful - harmless) of resid_pre at each of `positions` for every layer (not normalised)."""
     names = [f"blocks.{layer}.hook_resid_pre" for layer in range(model.summary.n_layers)]
     ids = [prompt(x) for x in list(harmful) + list(harmless)]
-    acts = collect(runner(model), ids, names, tuple(positions), pad_id_of(model.tokenizer), batch_size,
+    acts = collect(runner(model), ids, names, tuple(positions), model.tokenizer, batch_size,
                    desc="refusal acts")
     labels = torch.arange(len(ids)) < len(harmful)
     return diff_in_means(acts.permute(2, 0, 1, 3), labels)
@@ -89,7 +90,7 @@ def refusal_score(model: HookedModel, prompt: PromptFn, instructions: Sequence[s
     """Fraction of greedy generations judged refusals, and the generations (decoded, special tokens skipped)."""
     nt, tok = runner(model), model.tokenizer
     with nt.hooks(list(hooks)):
-        new = generate(nt, [prompt(x) for x in instructions], max_new_tokens, pad_id_of(tok), tok.eos_token_id,
+        new = generate(nt, [prompt(x) for x in instructions], max_new_tokens, tok, tok.eos_token_id,
                        batch_size)
     texts = [tok.decode(ids, skip_special_tokens=True) for ids in new]
     return sum(map(judge, texts)) / max(1, len(texts)), texts
@@ -130,7 +131,7 @@ def refusal_token_ids(tokenizer: Any, judge: Judge) -> list[int]:
                           "selection has no refusal tokens to score", fix="choose the direction with --layer and --pos")
     unk, ids = getattr(tokenizer, "unk_token_id", None), set()
     for text in prefixes + [" " + p for p in prefixes]:
-        first = next((i for i in tokenizer(text, add_special_tokens=False)["input_ids"]
+        first = next((i for i in encode(tokenizer, text, bos=False)
                       if tokenizer.decode([i]).strip()), None)
         if first is not None and first != unk:
             ids.add(int(first))
@@ -181,7 +182,7 @@ def next_token_logits(model: HookedModel, ids: Sequence[Sequence[int]],
     if model.backend != "native":
         return _hooked_next_token_logits(model, ids, groups, batch_size)
     nt = model.native()
-    tokens, mask = left_pad(ids, pad_id_of(model.tokenizer), model_device(nt))
+    tokens, mask = pad(model.tokenizer, ids, "left", model_device(nt))
     out = []
     for part in batches(len(ids), batch_size):
         hooks = [hook for rows, group in groups for hook in _on_rows(group, _within(rows, part))]

@@ -32,7 +32,8 @@ from interp.errors import InterpError
 from interp.options import check_context
 from interp.models.hooked import HookedModel
 from interp.options import check_range
-from probes.activations import collect, encode, pad_id_of, residual_layout, runner, tail_logits
+from interp.data.tokens import encode
+from probes.activations import collect, residual_layout, runner, tail_logits
 from interp.data.datasets import Statement, check_both_labels
 from probes.directions import LinearProbe, center_by_group, cosine, logistic_probe, mass_mean_probe
 from probes.steering import Hook, add_hooks, site_names
@@ -45,11 +46,11 @@ LABEL_WORDS = (" TRUE", " FALSE")
 def answer_ids(tokenizer: Any) -> list[list[int]]:
     """Token ids of " TRUE" and " FALSE" as they continue " This statement is:" (one or several tokens each; on their
     own if the suffix tokenises differently before them)."""
-    head = tokenizer(SUFFIX, add_special_tokens=False)["input_ids"]
+    head = encode(tokenizer, SUFFIX, bos=False)
     answers = []
     for word in LABEL_WORDS:
-        full = tokenizer(SUFFIX + word, add_special_tokens=False)["input_ids"]
-        seq = full[len(head):] if full[: len(head)] == head else tokenizer(word, add_special_tokens=False)["input_ids"]
+        full = encode(tokenizer, SUFFIX + word, bos=False)
+        seq = full[len(head):] if full[: len(head)] == head else encode(tokenizer, word, bos=False)
         if not seq or getattr(tokenizer, "unk_token_id", None) in seq:
             raise InterpError(f"the tokenizer has no tokens for {word.strip()!r}",
                               fix="use a model whose vocabulary contains TRUE and FALSE")
@@ -103,7 +104,7 @@ def statement_acts(model: HookedModel, statements: Sequence[Statement], hook: st
     n_layers, parallel = residual_layout(model)
     names = site_names(range(n_layers), [hook], parallel)
     ids = [encode(model.tokenizer, s.text, bos) for s in statements]
-    acts = collect(runner(model), ids, names, (pos,), pad_id_of(model.tokenizer), batch_size,
+    acts = collect(runner(model), ids, names, (pos,), model.tokenizer, batch_size,
                    desc=f"acts {hook}")[:, :, 0]
     sources = sorted({s.source for s in statements})
     groups = torch.tensor([sources.index(s.source) for s in statements])
@@ -124,7 +125,7 @@ def answer_logprobs(model: HookedModel, queries: Sequence[str], hooks_at: HooksA
     out = torch.zeros(len(ids), len(answers))
     for prefix in dict.fromkeys(tuple(a[:-1]) for a in answers):
         with nt.hooks(list(hooks_at(len(prefix)) if hooks_at else ())):
-            logp = tail_logits(nt, [q + list(prefix) for q in ids], len(prefix) + 1, pad_id_of(tok),
+            logp = tail_logits(nt, [q + list(prefix) for q in ids], len(prefix) + 1, tok,
                                batch_size).log_softmax(-1)
         for k, answer in enumerate(answers):
             if tuple(answer[:-1]) == prefix:

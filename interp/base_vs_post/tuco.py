@@ -23,6 +23,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from interp.data.tokens import check_bos, encode, pad
 from interp.errors import InterpError
 from interp.options import check_context
 from interp.models.native import KV, NativeTransformer, PastKV
@@ -161,23 +162,13 @@ def tuco(pt: NativeTransformer, ft: NativeTransformer, tokens: Int[Tensor, "batc
 def encode_left_padded(tokenizer: Any, texts: Sequence[str], prepend_bos: bool = False,
                        device: torch.device | str | None = None
                        ) -> tuple[Int[Tensor, "batch pos"], Int[Tensor, "batch pos"]]:
-    """Token ids left-padded to one width, and the mask (1 = token). No BOS unless asked for."""
-    ids = [tokenizer.encode(t, add_special_tokens=False) for t in texts]
-    if prepend_bos:
-        if tokenizer.bos_token_id is None:
-            raise InterpError("--prepend-bos was asked for but the tokenizer has no BOS token", fix="drop it")
-        ids = [[tokenizer.bos_token_id, *seq] for seq in ids]
+    """Token ids left-padded to one width, and the mask (1 = token), by the data layer (`interp.data.tokens`). No BOS
+    unless asked for."""
+    ids = [encode(tokenizer, t, prepend_bos) for t in texts]
     empty = [t for t, seq in zip(texts, ids) if not seq]
     if empty:
         raise InterpError(f"{len(empty)} prompt(s) tokenise to nothing, e.g. {empty[0]!r}", fix="remove them")
-    width = max(len(seq) for seq in ids)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    tokens = torch.full((len(ids), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(ids), width), dtype=torch.long)
-    for row, seq in enumerate(ids):
-        tokens[row, width - len(seq):] = torch.tensor(seq, dtype=torch.long)
-        mask[row, width - len(seq):] = 1
-    return tokens.to(device), mask.to(device)
+    return pad(tokenizer, ids, "left", device if device is not None else "cpu")
 
 
 def check_prompts(tokenizer: Any, prompts: Sequence[str], n_ctx: int, new_tokens: int, prepend_bos: bool,
@@ -185,16 +176,15 @@ def check_prompts(tokenizer: Any, prompts: Sequence[str], n_ctx: int, new_tokens
     """Refuse, before any compute, a prompt that encodes to no tokens (BOS aside) or that, with the `new_tokens`
     generated after it, does not fit the model's context of `n_ctx` positions (naming the prompt by its number in
     `source`)."""
-    if prepend_bos and tokenizer.bos_token_id is None:
-        raise InterpError("--prepend-bos was asked for but the tokenizer has no BOS token", fix="drop it")
-    bos = [tokenizer.bos_token_id] if prepend_bos else []
-    encoded = [tokenizer.encode(text, add_special_tokens=False) for text in prompts]
-    check_context([bos + ids if ids else [] for ids in encoded], prompts, n_ctx, new_tokens, source)
+    check_bos(tokenizer, prepend_bos)
+    own = [encode(tokenizer, text, bos=False) for text in prompts]
+    check_context([encode(tokenizer, text, prepend_bos) if ids else [] for text, ids in zip(prompts, own)], prompts,
+                  n_ctx, new_tokens, source)
 
 
 def _length_batches(tokenizer: Any, texts: Sequence[str], batch_size: int) -> tuple[list[list[int]], Tensor]:
     """Prompt indices in batches of similar token length (less padding), and the permutation back to input order."""
-    lengths = [len(tokenizer.encode(t, add_special_tokens=False)) for t in texts]
+    lengths = [len(encode(tokenizer, t, bos=False)) for t in texts]
     order = sorted(range(len(texts)), key=lambda i: lengths[i])
     return [order[i:i + batch_size] for i in range(0, len(order), batch_size)], torch.argsort(torch.tensor(order))
 

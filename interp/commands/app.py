@@ -106,7 +106,7 @@ def app_command(
     open_browser: bool = typer.Option(False, "--open", "--browser", help="Open the explorer in a browser once it "
                                                                         "is serving."),
 ) -> None:
-    """Browse every results directory interp writes (patching, directions, TuCo, induction, gradients) in a browser."""
+    """Browse every results directory interp writes (one page per registered analysis) in a browser."""
     command = streamlit_command(list(dirs or []), port, address)
     check_port(address, port)
     server = subprocess.Popen(command)

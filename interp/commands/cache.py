@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from interp.cli import app
+from interp.data.tokens import BOS_DEFAULT, BOS_HELP
 from interp.errors import InterpError
 
 
@@ -19,11 +20,11 @@ def cache(
     out: Path = typer.Option(..., "--out", "-o",
                              help="Cache directory; a run gets one sub-directory per checkpoint. It must be new or "
                                   "empty, or an earlier cache with the same checkpoint, prompt file, positions, dtype "
-                                  "and BOS (reused; more hooks may be added)."),
+                                  "and BOS choice (reused; more hooks may be added)."),
     positions: str = typer.Option("all", help="all, last, or comma-separated positions (negative from the end)."),
     batch_size: int = typer.Option(8, help="Prompts per forward pass (bounds memory)."),
     dtype: str = typer.Option("float32", help="Stored dtype: float32, float16 or bfloat16."),
-    prepend_bos: bool = typer.Option(False, help="Prepend the tokenizer's BOS token to every prompt."),
+    bos: bool = typer.Option(BOS_DEFAULT, "--bos/--no-bos", help=BOS_HELP),
     shard_mb: int = typer.Option(256, help="Start a new shard file after about this many MiB per hook."),
     backend: str = typer.Option("auto", help="auto (native when interp implements the family, else "
                                              "transformer_lens), native, transformer_lens or nnsight (same "
@@ -35,12 +36,12 @@ def cache(
     sha256, shapes and dtypes (a damaged cache is recomputed, with a note). A run's checkpoints must share shapes."""
     from interp.cache import cache_run, check_cache_out, check_request, claim_cache_out, open_run
     from interp.models.auto_backend import auto_backend
-    from interp.base_vs_post.prompts import read_prompts
+    from interp.data.prompts import read_prompts
     from interp.loading import resolve_device, resolve_dtype
 
     parsed = parse_positions(positions)
     settings = {"path": str(path.expanduser().resolve()), "prompts": str(prompts.expanduser().resolve()),
-                "positions": parsed, "dtype": dtype, "prepend_bos": prepend_bos}
+                "positions": parsed, "dtype": dtype, "bos": bos}
     check_cache_out(out, settings, force)
     stored, device_ = resolve_dtype(dtype), resolve_device(device)
     texts = read_prompts(prompts)
@@ -50,7 +51,7 @@ def cache(
         backend = auto_backend(run.checkpoints[0].path)
     claim_cache_out(out, settings, force)
     handles = cache_run(run, texts, hooks, out, positions=parsed, batch_size=batch_size, dtype=stored,
-                        prepend_bos=prepend_bos, shard_bytes=shard_mb * 2**20, backend=backend, device=device_)
+                        bos=bos, shard_bytes=shard_mb * 2**20, backend=backend, device=device_)
     for handle in handles:
         for hook in handle.hooks:
             meta = handle.meta(hook)

@@ -10,26 +10,32 @@ import typer
 from interp.cli import app
 
 if TYPE_CHECKING:
+    from interp.checkpoints import Checkpoint
     from interp.models.hooked import ModelSummary
 
 
 @app.command()
-def info(path: Path = typer.Argument(..., help="A checkpoint directory or a training-run directory.")) -> None:
+def info(path: Path = typer.Argument(..., help="A checkpoint directory, a training-run directory, or a hub id "
+                                                "(`org/name`: its revisions in the Hugging Face cache).")) -> None:
     """Print architecture, parameter count, layers, heads and sizes, which backends and analyses the model supports
-    (and why not), and the checkpoints found with their steps. Every checkpoint is verified first (config, weights
-    matching it exactly, tokenizer): a broken one is an error."""
-    from interp.checkpoints import discover, read_summary
+    (and why not), and the checkpoints found with their steps, tokens seen, weights' sha256 (prefix) and revisions or
+    directories, and a warning for checkpoints with identical weights. Every checkpoint is verified first (config,
+    weights matching it exactly, tokenizer): a broken one is an error."""
+    from interp.checkpoints import identical_weights, read_summary, run_checkpoints, weights_sha256
+    from interp.hub import is_hub_id
     from interp.loading import read_config, verify_checkpoint
     from interp.support import report
 
-    checkpoints = discover(path)
+    hub = is_hub_id(str(path))
+    checkpoints = run_checkpoints(path)
     for ckpt in checkpoints:
         verify_checkpoint(ckpt.path)
     first = checkpoints[0]
     s = read_summary(first.path)
     heads = f"{s.n_heads}" + (f" ({s.n_kv_heads} key/value heads)" if s.n_kv_heads != s.n_heads else "")
+    root = Path(path).expanduser().resolve()
     rows = [
-        ("path", str(Path(path).expanduser().resolve())),
+        ("path", str(path) if hub else str(root)),
         ("architecture", s.architecture),
         ("parameters", f"{s.n_params:,}"),
         ("layers", str(s.n_layers)),
@@ -47,15 +53,34 @@ def info(path: Path = typer.Argument(..., help="A checkpoint directory or a trai
     for line in report(read_config(first.path)):
         typer.echo(f"  {line}")
     if len(checkpoints) > 1:
-        typer.echo(f"\n{len(checkpoints)} checkpoints (sizes above are from {first.path.name})")
-    step_width = max(len("step"), *(len(str(c.step)) for c in checkpoints))
-    typer.echo(f"\n  {'step':>{step_width}}  directory")
-    root = Path(path).expanduser().resolve()
-    for ckpt in checkpoints:
-        step = "?" if ckpt.step is None else str(ckpt.step)
-        shown = ckpt.path.relative_to(root) if ckpt.path.is_relative_to(root) and ckpt.path != root else ckpt.path
-        note = _differences(s, read_summary(ckpt.path)) if ckpt != first else ""
-        typer.echo(f"  {step:>{step_width}}  {shown}{note}")
+        typer.echo(f"\n{len(checkpoints)} checkpoints (sizes above are from {first.name})")
+    name = "revision" if any(ckpt.revision for ckpt in checkpoints) else "directory"
+    hashes = [weights_sha256(ckpt.path) for ckpt in checkpoints]
+    table = [_columns(ckpt, root, name, sha) for ckpt, sha in zip(checkpoints, hashes)]
+    notes = [_differences(s, read_summary(ckpt.path)) if ckpt != first else "" for ckpt in checkpoints]
+    _print_table(table, notes)
+    for finding in identical_weights(checkpoints, hashes):
+        typer.echo(f"\nwarning: {finding}")
+
+
+def _columns(ckpt: Checkpoint, root: Path, name: str, sha: str) -> dict[str, str]:
+    """One checkpoint's row: step, tokens seen ("" when its name does not say), its weights' sha256 (first 12 hex
+    digits), and (as `name`) its revision or directory."""
+    shown = ckpt.path.relative_to(root) if ckpt.path.is_relative_to(root) and ckpt.path != root else ckpt.path
+    return {"step": "?" if ckpt.step is None else str(ckpt.step),
+            "tokens": "" if ckpt.tokens is None else f"{ckpt.tokens / 1e9:g}B", "sha256": sha[:12],
+            name: ckpt.revision or str(shown)}
+
+
+def _print_table(table: list[dict[str, str]], notes: list[str]) -> None:
+    """The checkpoints table: right-aligned columns, the last (the name) left-aligned; a column empty in every row is
+    left out."""
+    keys = [k for k in dict.fromkeys(k for row in table for k in row) if any(row.get(k) for row in table)]
+    widths = {k: max(len(k), *(len(row.get(k, "")) for row in table)) for k in keys[:-1]}
+    typer.echo("\n  " + "  ".join([*(f"{k:>{widths[k]}}" for k in keys[:-1]), keys[-1]]))
+    for row, note in zip(table, notes):
+        cells = [f"{row.get(k, ''):>{widths[k]}}" for k in keys[:-1]]
+        typer.echo("  " + "  ".join([*cells, row.get(keys[-1], "")]) + note)
 
 
 def _differences(first: ModelSummary, other: ModelSummary) -> str:

@@ -1,4 +1,5 @@
-"""Loaders for the truth and refusal data: Geometry-of-Truth CSVs, refusal-direction JSON lists, and the zoo's own.
+"""Loaders for the truth and refusal data: Geometry-of-Truth CSVs and refusal-direction JSON lists (a data source's
+own, e.g. the zoo's, come from `interp.data.sources`).
 
 Geometry of Truth (Marks & Tegmark 2023): CSV with columns `statement,label` (1 true, 0 false), extra columns ignored.
 Refusal (Arditi et al. 2024): a JSON list of `{"instruction": str, "category": str | null}`; a refusal data directory
@@ -102,33 +103,3 @@ def load_refusal_dir(directory: str | Path, split: str = "train") -> tuple[list[
                           fix=f"pass {REFUSAL_LAYOUT}")
     return (load_instructions(directory / f"harmful_{split}.json"),
             load_instructions(directory / f"harmless_{split}.json"))
-
-
-def zoo_statements(split: str) -> list[Statement]:
-    """The zoo's own true/false statements of one split."""
-    from interp.zoo import data
-
-    return [Statement(text, bool(label), f"zoo_{split}") for text, label in data.truth_statements(split)]
-
-
-def zoo_pairs(split: str) -> list[tuple[Statement, Statement]]:
-    """The zoo's (true, false) statement pairs of one split: same object, same length, different subject."""
-    from interp.zoo import data
-
-    source = f"zoo_{split}"
-    return [(Statement(t, True, source), Statement(f, False, source)) for t, f in data.truth_pairs(split)]
-
-
-def zoo_requests(split: str) -> tuple[list[str], list[str]]:
-    """The zoo's own (harmful, harmless) requests of one split."""
-    from interp.zoo import data
-
-    harmful, harmless = data.refusal_requests(split)
-    return list(harmful), list(harmless)
-
-
-def zoo_facts(split: str) -> list[tuple[str, str]]:
-    """The zoo's own (prompt, answer) facts of one split."""
-    from interp.zoo import data
-
-    return list(data.facts(split))

@@ -43,6 +43,12 @@ class FormationReport:
     def to_json(self) -> dict[str, Any]:
         return {**asdict(self), "heads": [asdict(h) for h in self.heads]}
 
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> FormationReport:
+        """The report `to_json` wrote (keys it does not know, such as a note, ignored)."""
+        return cls([HeadFormation(**h) for h in data["heads"]], data["icl_drop_step"],
+                   data["icl_drop_previous_step"], data["icl_drop"], data["threshold"])
+
 
 def steepest_change(values: Float[Tensor, " checkpoint"], sign: int = 1) -> int:
     """Index i >= 1 maximising sign * (values[i] - values[i-1])."""

@@ -16,6 +16,8 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from interp.data.tokens import BOS_DEFAULT, encode_padded
+
 if TYPE_CHECKING:
     from interp.models.native import NativeTransformer
 
@@ -58,21 +60,11 @@ class HookedModel(ABC):
         self._native: NativeTransformer | None = None
 
     # --- tokens -----------------------------------------------------------------------------------
-    def to_tokens(self, text: str | Sequence[str], prepend_bos: bool = False) -> Int[Tensor, "batch pos"]:
-        """Tokenise (right-padded with the pad token when lengths differ). No BOS unless asked for."""
+    def to_tokens(self, text: str | Sequence[str], bos: bool = BOS_DEFAULT) -> Int[Tensor, "batch pos"]:
+        """Tokenise (right-padded when lengths differ) by the one data layer's policy (`interp.data.tokens`): every
+        text after the BOS token unless `bos=False`, never doubled; an `InterpError` if the tokenizer has no BOS."""
         texts = [text] if isinstance(text, str) else list(text)
-        ids = [self.tokenizer.encode(t, add_special_tokens=False) for t in texts]
-        if prepend_bos:
-            bos = self.tokenizer.bos_token_id
-            if bos is None:
-                raise ValueError(f"{self.path}: tokenizer has no BOS token")
-            ids = [[bos, *seq] for seq in ids]
-        width = max(len(seq) for seq in ids)
-        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        out = torch.full((len(ids), width), pad, dtype=torch.long)
-        for row, seq in enumerate(ids):
-            out[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
-        return out.to(self.device)
+        return encode_padded(self.tokenizer, texts, bos, side="right", device=self.device)[0]
 
     def to_string(self, tokens: Int[Tensor, "... pos"]) -> str | list[str]:
         """Decode one sequence to a string, or a batch to a list of strings."""

@@ -10,13 +10,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 from interp.analyses.unit import Analysis, Arg, Opt, settings_of, write
+from interp.data.tokens import BOS_DEFAULT, BOS_HELP
 
 if TYPE_CHECKING:
     from interp.base_vs_post.entropy import EntropyResult
     from interp.results import Results
 
-BOS_HELP = ("Start every prompt with the tokenizer's BOS token (for a chat tokenizer it can be a turn marker such as "
-            "<|im_start|>).")
 NO_ENTROPY = ("entropy neurons are left out: they read the last MLP's output weights and the unembedding of a "
               "natively implemented family")
 
@@ -39,18 +38,21 @@ class Spec:
     seed: Annotated[int, Opt("Seed for pairing and few-shot order.")] = 0
     backend: Annotated[str, Opt("Patching backend: torch, triton or auto (a family without a native "
                                 "implementation: the exact hooked path).")] = "torch"
-    bos: Annotated[bool, Opt(BOS_HELP, ("--bos/--no-bos",))] = True
+    bos: Annotated[bool, Opt(BOS_HELP, ("--bos/--no-bos",))] = BOS_DEFAULT
     device: Annotated[str, Opt("torch device, e.g. cpu or cuda.")] = "cpu"
     force: Annotated[bool, Opt("Replace what --out holds.", ("--force",))] = False
 
 
 def knowledge_data(data: Path | None, seed: int) -> tuple[list[Any], list[Any], str]:
-    """(pairs or statements, few-shot source, description): the zoo's held-out pairs or a Geometry-of-Truth CSV with
-    true and false statements."""
-    from interp.data.datasets import check_both_labels, load_truth_csv, zoo_pairs, zoo_statements
+    """(pairs or statements, few-shot source, description): the default data source's held-out pairs (the zoo's) or
+    a Geometry-of-Truth CSV with true and false statements."""
+    from interp.data.datasets import check_both_labels, load_truth_csv
+    from interp.data.sources import source
 
     if data is None:
-        return zoo_pairs("test"), zoo_statements("train"), "zoo truth pairs (test), few-shot lines from train"
+        src = source()
+        return (src.truth_pairs("test"), src.truth_statements("train"),
+                f"{src.name} truth pairs (test), few-shot lines from train")
     statements = load_truth_csv(data)
     check_both_labels(statements, str(data), "pair true (1) and false (0) statements in one CSV")
     return statements, statements, f"{data.name}, paired by last word"

@@ -13,11 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from interp.data.jsonl import numbered_records, read_records
+from interp.data.tokens import encode, with_bos
 from interp.errors import InterpError
-from interp.jsonl import numbered_records, read_records
 
 Template = Literal["auto", "plain", "chat"]
 TEMPLATES: tuple[str, ...] = ("auto", "plain", "chat")
+SOURCE_CHAT = "source-chat"  # what `auto` resolves to for a data source's chat-tuned checkpoint
 # Li et al. give instruct models this system message (and none for Gemma, whose template rejects a system role).
 SYSTEM_PROMPT = "You are a helpful assistant."
 PAIR_FIELDS = ("instruction", "response")
@@ -59,14 +61,14 @@ def write_pairs(pairs: list[tuple[str, str]], path: str | Path) -> Path:
 
 
 def resolve_template(template: Template, model_dir: str | Path, tokenizer: Any) -> str:
-    """`auto` -> "zoo-chat" for a zoo chat checkpoint, "chat" if the tokenizer has a chat template, else "plain"."""
+    """`auto` -> "source-chat" for a chat checkpoint of a registered data source (`interp.data.sources`: the zoo's
+    chat run, say), "chat" if the tokenizer has a chat template, else "plain"."""
     if template not in TEMPLATES:
         raise InterpError(f"unknown template {template!r}", fix=f"use one of {', '.join(TEMPLATES)}")
-    zoo_chat = _is_zoo_chat(Path(model_dir))
     if template == "plain":
         return "plain"
-    if zoo_chat:
-        return "zoo-chat"
+    if source_chat_template(model_dir) is not None:
+        return SOURCE_CHAT
     if getattr(tokenizer, "chat_template", None):
         return "chat"
     if template == "chat":
@@ -74,32 +76,42 @@ def resolve_template(template: Template, model_dir: str | Path, tokenizer: Any) 
     return "plain"
 
 
-def encode_pair(tokenizer: Any, instruction: str, response: str, template: str, prepend_bos: bool = False) -> Encoded:
+def source_chat_template(model_dir: str | Path) -> str | None:
+    """The chat template (a format string with {instruction}) of the data source that chat-tuned `model_dir`, or
+    None when no registered source trained it or it is not one of its chat-tuned checkpoints."""
+    from interp.data.sources import source_of
+
+    source = source_of(model_dir)
+    return source.chat_template if source is not None and source.chat(Path(model_dir)) else None
+
+
+def encode_pair(tokenizer: Any, instruction: str, response: str, template: str, prepend_bos: bool = False,
+                chat_format: str | None = None) -> Encoded:
     """Token ids of prompt + response, with the prompt formatted by the resolved `template`.
 
     plain: `instruction + "\\n"` with the tokenizer's usual special tokens (BOS where it adds one), as Li et al.'s
     base models. chat: the tokenizer's chat template (system message `SYSTEM_PROMPT`, dropped if the template
-    rejects it, then the user turn, generation prompt on). zoo-chat: `interp.zoo.data.chat_prompt(instruction)`.
-    `prepend_bos` puts the BOS token first unless it is there already.
+    rejects it, then the user turn, generation prompt on). source-chat: `chat_format.format(instruction=...)`, the
+    chat template of the data source that trained the checkpoint (`source_chat_template`). `prepend_bos` puts the
+    tokenizer's BOS token first unless the prompt starts with it already (the BOS policy of `interp.data.tokens`:
+    a tokenizer without one is refused).
     """
     if template == "plain":
         prompt_ids = list(tokenizer(instruction + "\n")["input_ids"])
+        prompt_ids = with_bos(tokenizer, prompt_ids) if prepend_bos else prompt_ids
     else:
-        text = _chat_text(tokenizer, instruction, template)
-        prompt_ids = list(tokenizer(text, add_special_tokens=False)["input_ids"])
-    if prepend_bos and tokenizer.bos_token_id is None:
-        raise InterpError("--prepend-bos asked for, but the tokenizer has no BOS token", fix="pass --no-prepend-bos")
-    if prepend_bos and prompt_ids[:1] != [tokenizer.bos_token_id]:
-        prompt_ids.insert(0, tokenizer.bos_token_id)
-    response_ids = tokenizer(response, add_special_tokens=False)["input_ids"]
+        prompt_ids = encode(tokenizer, _chat_text(tokenizer, instruction, template, chat_format), prepend_bos)
+    response_ids = encode(tokenizer, response, bos=False)
     return Encoded(tuple(prompt_ids) + tuple(response_ids), len(prompt_ids))
 
 
 def encode_pairs(tokenizer: Any, pairs: list[tuple[str, str]], template: str, max_length: int,
-                 prepend_bos: bool = False, sources: list[str] | None = None) -> list[Encoded]:
+                 prepend_bos: bool = False, sources: list[str] | None = None, chat_format: str | None = None
+                 ) -> list[Encoded]:
     """Encode every pair and truncate to `max_length` tokens (Li et al. use 1024); `sources` name the samples."""
     sources = sources or [f"sample {i}" for i in range(len(pairs))]
-    encoded = (encode_pair(tokenizer, instruction, response, template, prepend_bos) for instruction, response in pairs)
+    encoded = (encode_pair(tokenizer, instruction, response, template, prepend_bos, chat_format)
+               for instruction, response in pairs)
     return [Encoded(e.ids[:max_length], min(e.n_prompt, max_length), source) for e, source in zip(encoded, sources)]
 
 
@@ -116,11 +128,11 @@ def check_samples(samples: list[Encoded], n_ctx: int, max_length: int) -> None:
                               fix="give that line a non-empty response, shorten its instruction or raise --max-length")
 
 
-def _chat_text(tokenizer: Any, instruction: str, template: str) -> str:
-    if template == "zoo-chat":
-        from interp.zoo.data import chat_prompt
-
-        return chat_prompt(instruction)
+def _chat_text(tokenizer: Any, instruction: str, template: str, chat_format: str | None) -> str:
+    if template == SOURCE_CHAT:
+        if chat_format is None:
+            raise ValueError(f"the {SOURCE_CHAT} template needs the source's chat_format")
+        return chat_format.format(instruction=instruction)
     from jinja2 import TemplateError
 
     user = {"role": "user", "content": instruction}
@@ -129,13 +141,3 @@ def _chat_text(tokenizer: Any, instruction: str, template: str) -> str:
                                              add_generation_prompt=True, tokenize=False)
     except TemplateError:  # templates such as Gemma's raise on a system turn; Li et al. omit it there
         return tokenizer.apply_chat_template([user], add_generation_prompt=True, tokenize=False)
-
-
-def is_zoo_checkpoint(model_dir: str | Path) -> bool:
-    """Zoo checkpoints sit at <zoo>/{base,chat}/step_NNNNNN beside the zoo's manifest.json (trained with BOS first)."""
-    model_dir = Path(model_dir).resolve()
-    return model_dir.parent.name in ("base", "chat") and (model_dir.parent.parent / "manifest.json").is_file()
-
-
-def _is_zoo_chat(model_dir: Path) -> bool:
-    return is_zoo_checkpoint(model_dir) and Path(model_dir).resolve().parent.name == "chat"

@@ -1,11 +1,10 @@
-"""`interp patch`'s engine room: sweep every checkpoint of a run, resumably, and write one results directory.
+"""The checkpoint loop of `interp patch` (`interp.analyses.patch`): settings and their checks, checkpoint pairing and
+checks, one checkpoint patched over prompt batches, resume from `DIR/partial/`, and the assembled tensors, axes,
+inputs and summary.
 
-Every input is checked before any model is loaded: the options, the output directory, every checkpoint (readable,
-weights matching config.json), the run's and the source's compatibility (architecture, shapes, tokenizer), and
-the task (degenerate lines, prompts longer than the context). Each finished checkpoint is saved atomically under
-`DIR/partial/` with a fingerprint of the settings, the task's tokens and the content of the checkpoints it read
-(weights and config), so an interrupted sweep resumes from the last finished checkpoint, and a changed setting or
-checkpoint is computed afresh.
+Each finished checkpoint is saved atomically under `DIR/partial/` with a fingerprint of the settings, the task's
+tokens and the content of the checkpoints it read (weights and config), so an interrupted sweep resumes from the last
+finished checkpoint, and a changed setting or checkpoint is computed afresh.
 """
 
 from __future__ import annotations
@@ -15,31 +14,34 @@ import importlib
 import itertools
 import json
 import math
+import re
 import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import torch
 from safetensors import safe_open
 from torch import Tensor
 
-from interp.checkpoints import Checkpoint, check_compatible, discover, read_summary, weights_sha256
+from interp.checkpoints import Checkpoint, check_compatible, run_checkpoints, run_location, weights_sha256
 from interp.errors import InterpError
-from interp.loading import load_tokenizer, read_config, resolve_device, verify_checkpoint
-from interp.options import check_range
-from interp.outdir import check_out, write_partial_settings
+from interp.loading import read_config, resolve_device, verify_checkpoint
+from interp.options import check_range, parse_names
+from interp.outdir import write_partial_settings
 from interp.progress import progress
-from interp.results import Axes, atomic_save_tensors, axes, input_identity, write_results
+from interp.results import Axes, atomic_save_tensors, axes, input_identity
 from patching.attribution import attribution_patch, compare
 from patching.engine import Patcher
 from patching.hooked import NOTICE, HookedPatcher
 from patching.metrics import AnswerProb, Custom, KLDivergence, LogitDiff, Metric
-from patching.report import site_heatmap, top_components
-from patching.sites import get_site
-from patching.tasks import Task, load_task
+from patching.sites import SITES, get_site
+from patching.tasks import Task
 from patching.variants import get_backend
+
+if TYPE_CHECKING:
+    from interp.analyses.patch import Spec
 
 METRICS = ("logit_diff", "prob", "kl")
 _METRIC_FIX = f"use one of {', '.join(METRICS)}, or module:function naming a function of final-position logits"
@@ -80,14 +82,35 @@ class Settings:
         return hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def out_settings(target: Path, task: Path, source: Path | None, settings: Settings) -> dict[str, Any]:
-    """The options and input paths that make an `--out` directory "the same sweep" for `check_out`."""
-    def where(path: Path | None) -> str | None:
-        return str(Path(path).expanduser().resolve()) if path is not None else None
+_UNITS = {"": 1, "b": 1, "k": 2**10, "kb": 2**10, "kib": 2**10, "m": 2**20, "mb": 2**20, "mib": 2**20, "g": 2**30,
+          "gb": 2**30, "gib": 2**30}
 
+
+def parse_memory(text: str | None) -> int | None:
+    """'2GiB', '512M', '1000000' -> bytes (a budget under one byte is refused when the settings are checked)."""
+    if text is None:
+        return None
+    match = re.fullmatch(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-zA-Z]*)\s*", text)
+    if not match or match.group(2).lower() not in _UNITS:
+        raise InterpError(f"cannot read --max-memory {text!r}", fix="write e.g. 2GiB, 512MiB or a number of bytes")
+    return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
+
+
+def settings_of_spec(spec: Spec) -> Settings:
+    """The sweep's checked settings from the unit's Spec: sites and memory budget parsed, every option checked."""
+    return Settings(sites=parse_names("--sites", spec.sites, tuple(SITES)), metric=spec.metric, noising=spec.noising,
+                    prepend_bos=spec.bos, batch_size=spec.batch_size, max_memory=parse_memory(spec.max_memory),
+                    backend=spec.backend, device=spec.device, attribution=spec.attribution).checked()
+
+
+def out_settings(spec: Spec, settings: Settings) -> dict[str, Any]:
+    """The options and inputs (paths absolute, hub ids as given) that make an `--out` directory "the same sweep" for
+    `check_out`."""
     return {"sites": list(settings.sites), "metric": settings.metric, "noising": settings.noising,
             "bos": settings.prepend_bos, "attribution": settings.attribution, "backend": settings.backend,
-            "target": where(target), "source": where(source), "task": where(task)}
+            "target": run_location(spec.run), "revisions": spec.revisions,
+            "source": run_location(spec.source) if spec.source is not None else None,
+            "task": str(Path(spec.task).expanduser().resolve())}
 
 
 def custom_metric(name: str) -> Callable[[Tensor], Tensor]:
@@ -116,12 +139,14 @@ def make_metric(name: str, answer_ids: Tensor, wrong_ids: Tensor) -> Metric:
     return Custom(custom_metric(name))
 
 
-def pair_checkpoints(target: Path, source: Path | None) -> list[tuple[Checkpoint, Checkpoint | None]]:
-    """Each target checkpoint with the checkpoint patched into it: one source for all, or a run paired by index."""
-    targets = discover(target)
+def pair_checkpoints(target: Path, source: Path | None,
+                     revisions: str | None = None) -> list[tuple[Checkpoint, Checkpoint | None]]:
+    """Each target checkpoint (a hub id's at `revisions`) with the checkpoint patched into it: one source for all, or
+    a run paired by index."""
+    targets = run_checkpoints(target, revisions)
     if source is None:
         return [(t, None) for t in targets]
-    sources = discover(source)
+    sources = run_checkpoints(source)
     if len(sources) == 1:
         return [(t, sources[0]) for t in targets]
     if len(sources) == len(targets):
@@ -263,6 +288,17 @@ def patch_checkpoint(model: Any, source: Any, task: Task, settings: Settings) ->
     return totals
 
 
+def _patch_loaded(ckpt: Checkpoint, src: Checkpoint | None, task: Task, settings: Settings) -> dict[str, Tensor]:
+    """`patch_checkpoint` on freshly loaded models, with the seconds it took; the models are released on return, so
+    a sweep holds one checkpoint (and its source) in memory at a time."""
+    t0 = time.perf_counter()
+    model = _load(ckpt, settings.device)
+    source_model = _load(src, settings.device) if src is not None else None
+    done = patch_checkpoint(model, source_model, task, settings)
+    done["seconds"] = torch.tensor(time.perf_counter() - t0)
+    return done
+
+
 def _read_partial(path: Path, fingerprint: str) -> dict[str, Tensor] | None:
     """A finished checkpoint's tensors when they were made from exactly these inputs; None (recompute) otherwise."""
     if not path.is_file():
@@ -276,57 +312,30 @@ def _read_partial(path: Path, fingerprint: str) -> dict[str, Tensor] | None:
         return None
 
 
-def run_sweep(target: Path, task_path: Path, out_dir: Path, settings: Settings, source: Path | None = None,
-              force: bool = False) -> Path:
-    """Patch every checkpoint of `target` (resuming finished ones whose inputs are unchanged) and write results,
-    summary and report. Every input is checked first (see the module docstring); `force` replaces what `out_dir`
-    holds (never a checkpoint)."""
-    settings = settings.checked()
-    keyed = out_settings(target, task_path, source, settings)
-    out = check_out(out_dir, "patch", keyed, force)
-    pairs = pair_checkpoints(target, source)
-    check_checkpoints(pairs, settings.sites)
-    first = pairs[0][0].path
-    check_hooked(first, settings)
-    tokenizer, model = load_tokenizer(first), read_summary(first)
-    task = load_task(task_path, tokenizer, settings.prepend_bos, n_ctx=model.n_ctx, d_vocab=model.d_vocab,
-                     same_prompts=source is not None)
-    check_batching(settings, task)
-    started = time.perf_counter()
-    per_ckpt, timings, contents = [], [], []
+def sweep_checkpoints(pairs: Sequence[tuple[Checkpoint, Checkpoint | None]], task: Task, settings: Settings,
+                      out: Path, analysis: str, keyed: dict[str, Any]
+                      ) -> tuple[list[dict[str, Tensor]], list[tuple[dict[str, str], dict[str, str] | None]]]:
+    """Patch every (checkpoint, source) pair, reusing a finished checkpoint from `out/partial/` when its fingerprint
+    matches and saving each new one there atomically; returns (per-checkpoint tensors, content hashes per pair)."""
+    per_ckpt, contents = [], []
     for i, (ckpt, src) in enumerate(progress(pairs, desc="patching checkpoints", unit="ckpt")):
         contents.append((content(ckpt.path), content(src.path) if src is not None else None))
         fingerprint = settings.fingerprint(task, contents[-1])
         path = out / "partial" / f"{i:04d}_{ckpt.label}.safetensors"
         done = _read_partial(path, fingerprint)
         if done is None:
-            t0 = time.perf_counter()
-            model = _load(ckpt, settings.device)
-            source_model = _load(src, settings.device) if src is not None else None
-            done = patch_checkpoint(model, source_model, task, settings)
-            done["seconds"] = torch.tensor(time.perf_counter() - t0)
-            write_partial_settings(out, "patch", keyed)
+            done = _patch_loaded(ckpt, src, task, settings)
+            write_partial_settings(out, analysis, keyed)
             atomic_save_tensors(path, done, {"fingerprint": fingerprint})
         per_ckpt.append(done)
-        timings.append(float(done["seconds"]))
-    tensors = _assemble(per_ckpt, settings.sites)
-    summary = _summary(pairs, contents, task, tokenizer, settings, tensors, timings, time.perf_counter() - started)
-    labels = [c.label for c, _ in pairs]
-    tokens = _str_tokens(tokenizer, task.clean[0])
-    figures = [site_heatmap(s, tensors[s], labels, tokens) for s in settings.sites]
-    figures.append(top_components({s: tensors[s] for s in settings.sites}, [c.step for c, _ in pairs]))
-    return write_results(out, tensors, summary, figures, title=f"Activation patching: {Path(task_path).name}",
-                         analysis="patch", axes=result_axes(tensors, [c.step if c.step is not None else c.label
-                                                                      for c, _ in pairs], tokens),
-                         tokenization={"bos": settings.prepend_bos, "padding": None}, inputs=inputs(pairs, task_path),
-                         settings=keyed)
+    return per_ckpt, contents
 
 
 GRID_AXES = {"pos": ("layer", "pos"), "head": ("layer", "head"), "head_pos": ("layer", "head", "pos")}
 
 
 def result_axes(tensors: dict[str, Tensor], steps: Sequence[int | str], tokens: Sequence[str]) -> dict[str, Axes]:
-    """Axis names of every tensor `_assemble` made: checkpoint first (ticks: steps, or the directory name where the
+    """Axis names of every tensor `assemble` made: checkpoint first (ticks: steps, or the directory name where the
     step is unknown), then the site's grid (`pos` ticks: the first clean prompt's tokens); the baselines have the
     checkpoint axis only."""
     ticks = {"checkpoint": steps, "pos": tokens}
@@ -341,18 +350,18 @@ def inputs(pairs: Sequence[tuple[Checkpoint, Checkpoint | None]], task_path: Pat
     """Every checkpoint patched (and its source model, cross-model) and the task file, by content hash."""
     out = []
     for ckpt, src in pairs:
-        out.append(input_identity("checkpoint", ckpt.path, step=ckpt.step))
+        out.append(input_identity("checkpoint", ckpt.path, step=ckpt.step, revision=ckpt.revision))
         if src is not None:
-            out.append(input_identity("source", src.path, step=src.step))
+            out.append(input_identity("source", src.path, step=src.step, revision=src.revision))
     return out + [input_identity("task", task_path)]
 
 
-def _str_tokens(tokenizer: Any, ids: Tensor) -> list[str]:
+def str_tokens(tokenizer: Any, ids: Tensor) -> list[str]:
     """One string per token, for axis labels."""
     return [tokenizer.decode([t]) for t in ids.tolist()]
 
 
-def _assemble(per_ckpt: list[dict[str, Tensor]], sites: Sequence[str]) -> dict[str, Tensor]:
+def assemble(per_ckpt: list[dict[str, Tensor]], sites: Sequence[str]) -> dict[str, Tensor]:
     """Stack checkpoints; normalise each as (patched - corrupted) / (clean - corrupted)."""
     clean = torch.stack([p["clean_metric"] for p in per_ckpt]).float()
     corrupted = torch.stack([p["corrupted_metric"] for p in per_ckpt]).float()
@@ -368,22 +377,24 @@ def _assemble(per_ckpt: list[dict[str, Tensor]], sites: Sequence[str]) -> dict[s
     return out
 
 
-def _summary(pairs: Sequence[tuple[Checkpoint, Checkpoint | None]],
-             contents: Sequence[tuple[dict[str, str], dict[str, str] | None]], task: Task, tokenizer: Any,
-             settings: Settings, tensors: dict[str, Tensor], timings: list[float], total: float) -> dict[str, Any]:
+def summary_of(pairs: Sequence[tuple[Checkpoint, Checkpoint | None]], records: Sequence[dict[str, Any]],
+               contents: Sequence[tuple[dict[str, str], dict[str, str] | None]], task: Task, tokenizer: Any,
+               settings: Settings, tensors: dict[str, Tensor], timings: list[float], total: float) -> dict[str, Any]:
+    """summary.json's entries: each checkpoint (its `interp.checkpoints.identity` record) and source by path and
+    weights, the sites and their shapes, metric, direction, baselines, prompt tokens, task hash, backend, device,
+    timing and attribution correlations."""
     return {
-        "checkpoints": [{"step": c.step, "path": str(c.path), "weights_sha256": t["weights_sha256"],
-                         "source": str(s.path) if s else None,
+        "checkpoints": [{**record, "source": str(s.path) if s else None,
                          "source_weights_sha256": k["weights_sha256"] if k else None}
-                        for (c, s), (t, k) in zip(pairs, contents)],
+                        for (_, s), record, (_, k) in zip(pairs, records, contents)],
         "sites": list(settings.sites),
         "shapes": {s: list(tensors[s].shape) for s in settings.sites},
         "metric": settings.metric,
         "direction": "noising" if settings.noising else "denoising",
         "clean_metric": tensors["clean_metric"].tolist(),
         "corrupted_metric": tensors["corrupted_metric"].tolist(),
-        "prompt_tokens": {"clean": _str_tokens(tokenizer, task.clean[0]),
-                          "corrupted": _str_tokens(tokenizer, task.corrupted[0])},
+        "prompt_tokens": {"clean": str_tokens(tokenizer, task.clean[0]),
+                          "corrupted": str_tokens(tokenizer, task.corrupted[0])},
         "n_prompts": int(task.clean.shape[0]),
         "task_sha256": task.sha256,
         "backend": settings.backend,

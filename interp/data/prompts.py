@@ -1,4 +1,4 @@
-"""Prompt files for the base-vs-fine-tuned analyses: JSONL of `{"prompt": str}`, or plain text with one prompt a line.
+"""Prompt files: JSONL of `{"prompt": str}`, or plain text with one prompt a line; written atomically as JSONL.
 
 JSONL is the form to use for prompts that contain newlines (chat templates); plain text is for quick lists.
 """
@@ -9,8 +9,8 @@ import json
 from pathlib import Path
 from typing import Iterable
 
+from interp.data.jsonl import read_records
 from interp.errors import InterpError
-from interp.jsonl import read_records
 
 _FORMAT_FIX = 'write one JSON object {"prompt": "..."} per line, or plain text with one prompt per line'
 
@@ -36,8 +36,10 @@ def read_prompts(path: str | Path) -> list[str]:
 
 
 def write_prompts(path: str | Path, prompts: Iterable[str]) -> Path:
-    """Write prompts as JSONL (the form `read_prompts` reads back exactly, newlines included)."""
+    """Write prompts as JSONL (the form `read_prompts` reads back exactly, newlines included), atomically: readers
+    see the old file or the new one, never a part."""
+    from interp.results import atomic_write_bytes  # imports torch: only when writing
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in prompts), encoding="utf-8")
+    atomic_write_bytes(path, "".join(json.dumps({"prompt": p}) + "\n" for p in prompts).encode("utf-8"))
     return path

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import streamlit as st
 import torch
 from torch import Tensor
@@ -28,7 +30,7 @@ def head_curves(scores: Tensor, heads: list[str]) -> dict[str, Tensor]:
     return out
 
 
-def render(results: Results) -> None:
+def render(results: Results, found: list[Path]) -> None:
     """Per-head score curves, the ICL score curve, and the detected formation steps."""
     t = results.tensors
     steps = axes_of(results, "icl_score")["checkpoint"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import streamlit as st
 from torch import Tensor
 
@@ -27,7 +29,7 @@ def curves(results: Results, stat: str) -> dict[str, Tensor]:
             if name.split(".")[-2] == stat}
 
 
-def render(results: Results) -> None:
+def render(results: Results, found: list[Path]) -> None:
     """Curves per projection, then the MAD tables from the summary."""
     if not statistics(results):
         raise InterpError(f"{results.path}: summary.json names no per-layer gradient curves (written by an older "

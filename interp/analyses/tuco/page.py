@@ -35,7 +35,7 @@ def histogram(table: pd.DataFrame) -> go.Figure:
     return fig
 
 
-def render(results: Results) -> None:
+def render(results: Results, found: list[Path]) -> None:
     """Table, histogram and behaviour per alpha."""
     s = results.summary
     table = prompt_table(results)

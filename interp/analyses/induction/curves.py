@@ -1,4 +1,4 @@
-"""Plotly figures for `interp induction`: score vs step per head, per-checkpoint heatmaps, the loss curves."""
+"""Plotly figures of `interp induction scores`: score vs step per head, per-checkpoint heatmaps, the loss curves."""
 
 from __future__ import annotations
 

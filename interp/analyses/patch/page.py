@@ -11,7 +11,6 @@ import streamlit as st
 from torch import Tensor
 
 from interp.analyses.widgets import axes_of, grid, heatmap, literal, load_results, tick_labels
-from apps.views.kinds import kind_of
 from interp.errors import InterpError
 from interp.results import Results
 
@@ -39,6 +38,11 @@ def difference(a: Tensor, b: Tensor, what: str) -> Tensor:
     return a - b
 
 
+def is_patching(path: Path) -> bool:
+    """Whether the results directory at `path` was written by `interp patch` (as its summary.json records)."""
+    return load_results(path).summary.get("analysis") == "patch"
+
+
 def _figure(values: Tensor, results: Results, site: str, title: str) -> go.Figure:
     """One checkpoint's effects as a heatmap, rows and columns labelled by the site's axes after `checkpoint`."""
     axes = axes_of(results, site)
@@ -47,8 +51,9 @@ def _figure(values: Tensor, results: Results, site: str, title: str) -> go.Figur
     return heatmap(z, cols, rows, title, x_title, y_title)
 
 
-def render(results: Results, others: Sequence[Path]) -> None:
-    """Heatmap of one site at one checkpoint; optionally the difference to another checkpoint or another run."""
+def render(results: Results, found: Sequence[Path]) -> None:
+    """Heatmap of one site at one checkpoint; optionally the difference to another checkpoint or another results
+    directory among `found` (another model or run patched with the same site)."""
     names = sites(results)
     if not names:
         raise InterpError(f"{results.path} lists no patched sites", fix="rerun `interp patch`")
@@ -70,7 +75,7 @@ def render(results: Results, others: Sequence[Path]) -> None:
         diff = difference(values[index], values[labels.index(other)], "checkpoints")
         st.plotly_chart(_figure(diff, results, site, f"{site}: {label} - {other}"), key="patch_diff")
     elif mode == "two models":
-        candidates = [p for p in others if p != results.path and kind_of(load_results(p)) == "patch"]
+        candidates = [p for p in found if p != results.path and is_patching(p)]
         if not candidates:
             st.info("No other patching results to compare with: pass more results directories to `interp app`.")
             return

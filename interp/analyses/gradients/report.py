@@ -1,4 +1,4 @@
-"""Figures and tables for the layer-gradient analysis: curves per projection, MAD tables, RD between conditions."""
+"""Figures and tables of `interp gradients`: curves per projection, MAD tables, RD between conditions."""
 
 from __future__ import annotations
 
@@ -72,6 +72,6 @@ def relative_differences(a: LayerGradients, b: LayerGradients) -> dict[str, floa
     return {key: relative_difference(ca[key], cb[key]) for key in ca if key in cb}
 
 
-def figures(conditions: dict[str, LayerGradients]) -> list[Any]:
+def condition_figures(conditions: dict[str, LayerGradients]) -> list[Any]:
     """The report: nuclear-norm curves, sigma_1-ratio curves, Frobenius curves, then the MAD table."""
     return [curve_figure(conditions, stat) for stat in STATISTICS] + [mad_figure(conditions)]

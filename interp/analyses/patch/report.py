@@ -1,4 +1,5 @@
-"""Plotly figures for a patching sweep: a heatmap per site with a slider over checkpoints, and top effects vs step."""
+"""The patching report's figures (`interp.analyses.patch.figures`): a heatmap per site with a slider over
+checkpoints, and the top effects against step."""
 
 from __future__ import annotations
 
