@@ -22,12 +22,11 @@ import json
 import math
 import os
 import re
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, NamedTuple, Sequence
 
-from interp.errors import InterpError
+from interp.errors import InterpError, warn
 
 if TYPE_CHECKING:
     from interp.models.hooked import HookedModel, ModelSummary
@@ -394,7 +393,8 @@ def weights_sha256(path: str | Path) -> str:
     """sha256 of a checkpoint's weight files (names and bytes): what a resumed sweep or a summary identifies it by.
 
     Computed once per file state and kept in the user's cache directory, keyed by path, sizes, mtimes, ctimes and
-    inodes (a copy that restores the mtime still changes the ctime), so a changed file is hashed again and an unchanged one costs a stat.
+    inodes (a copy that restores the mtime still changes the ctime), so a changed file is hashed again and an
+    unchanged one costs a stat.
     """
     from interp.loading import weight_files
 
@@ -446,8 +446,8 @@ def vouch(checkpoints: Sequence[Checkpoint]) -> tuple[list[dict[str, Any]], list
     records = [identity(ckpt) for ckpt in checkpoints]
     findings = identical_weights(checkpoints, [r["weights_sha256"] for r in records])
     for finding in findings:
-        print(f"warning: {finding}: the sweep reads one model twice (a suite can serve one model under two "
-              f"revisions; check the download)", file=sys.stderr)
+        warn(f"{finding}: the sweep reads one model twice (a suite can serve one model under two revisions; check "
+             "the download)")
     return records, findings
 
 

@@ -87,9 +87,11 @@ def command_params(unit: Analysis) -> list[inspect.Parameter]:
 
 def add_command(unit: Analysis) -> None:
     """Register `interp <unit.command>`: build the Spec from the arguments, run it, print where results went."""
+    sequences = {f.name for f in unit.fields() if typing.get_origin(cli_form(unit.spec, f.name)[0]) in (tuple, list)}
+
     def command(**kwargs: Any) -> None:
-        settings = {k: (tuple(v or ()) if typing.get_origin(cli_form(unit.spec, k)[0]) in (tuple, list) else v)
-                    for k, v in kwargs.items()}  # typer gives a repeatable option as a list (None when absent)
+        # typer gives a repeatable option as a list (None when absent); the Spec holds a tuple
+        settings = {k: tuple(v or ()) if k in sequences else v for k, v in kwargs.items()}
         results = unit.run(unit.spec(**settings))
         typer.echo(f"wrote {results.path}")
 

@@ -1,6 +1,8 @@
-"""Errors a user can cause: each says what is wrong and how to fix it, in one line."""
+"""Errors a user can cause, each saying what is wrong and how to fix it in one line; and warnings, one line each."""
 
 from __future__ import annotations
+
+import sys
 
 
 class InterpError(Exception):
@@ -13,3 +15,8 @@ class InterpError(Exception):
 
     def __str__(self) -> str:
         return f"{self.message} (fix: {self.fix})" if self.fix else self.message
+
+
+def warn(message: str) -> None:
+    """One `warning: ...` line on stderr: the command goes on, but something in its results says less than it seems."""
+    print("warning: " + " ".join(message.split()), file=sys.stderr)

@@ -3,7 +3,6 @@ pair (before loading), load them on one backend, record them as inputs; plus the
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -60,8 +59,3 @@ def check_site(base: Path, hook: str) -> None:
     from probes.steering import site_names
 
     site_names([0], [hook], parallel_attn_mlp(AutoConfig.from_pretrained(str(base), local_files_only=True)))
-
-
-def warn(message: str) -> None:
-    """One `warning: ...` line on stderr: the results are written, but a number in them says less than it seems."""
-    print("warning: " + " ".join(message.split()), file=sys.stderr)

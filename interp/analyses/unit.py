@@ -71,9 +71,12 @@ def cli_form(spec: type, name: str) -> tuple[Any, Arg | Opt]:
 
 
 def absolute(value: Any) -> Any:
-    """A setting as recorded: paths absolute (so a rerun from elsewhere matches), sequences as lists."""
+    """A setting as recorded: paths absolute (so a rerun from elsewhere matches; a hub id as given, as
+    `interp.checkpoints.run_location` records runs), sequences as lists."""
+    from interp.checkpoints import run_location
+
     if isinstance(value, Path):
-        return str(value.expanduser().resolve())
+        return run_location(value)
     if isinstance(value, (list, tuple)):
         return [absolute(v) for v in value]
     return value

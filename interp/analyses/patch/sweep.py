@@ -25,6 +25,7 @@ import torch
 from safetensors import safe_open
 from torch import Tensor
 
+from interp.analyses.unit import absolute
 from interp.checkpoints import Checkpoint, check_compatible, run_checkpoints, run_location, weights_sha256
 from interp.errors import InterpError
 from interp.loading import read_config, resolve_device, verify_checkpoint
@@ -110,7 +111,7 @@ def out_settings(spec: Spec, settings: Settings) -> dict[str, Any]:
             "bos": settings.prepend_bos, "attribution": settings.attribution, "backend": settings.backend,
             "target": run_location(spec.run), "revisions": spec.revisions,
             "source": run_location(spec.source) if spec.source is not None else None,
-            "task": str(Path(spec.task).expanduser().resolve())}
+            "task": absolute(spec.task)}
 
 
 def custom_metric(name: str) -> Callable[[Tensor], Tensor]:

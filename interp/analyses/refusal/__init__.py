@@ -128,7 +128,8 @@ def run(spec: Spec) -> Results:
     """Refusal directions, cosines and refusal scores under ablation and addition (own and transferred); every input
     checked before the models are loaded. Warns of a model that refuses none of the harmful requests, and of a
     selection that fell back."""
-    from interp.analyses.pairs import check_pair, load_pair, pair_inputs, warn
+    from interp.analyses.pairs import check_pair, load_pair, pair_inputs
+    from interp.errors import warn
     from interp.base_vs_post.refusal import refusal_transfer
     from interp.options import check_range
     from interp.outdir import check_out

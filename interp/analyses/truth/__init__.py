@@ -95,7 +95,8 @@ def run(spec: Spec) -> Results:
     """Truth directions, probe accuracies, cosines and the four NIEs, written as a results directory; every input
     checked before the models are loaded (positions and prompt lengths before the first forward pass). Warns of a
     model that gives TRUE and FALSE almost no probability."""
-    from interp.analyses.pairs import check_pair, check_site, load_pair, pair_inputs, parse_layers, warn
+    from interp.analyses.pairs import check_pair, check_site, load_pair, pair_inputs, parse_layers
+    from interp.errors import warn
     from interp.base_vs_post.truth import ROLES, check_inputs, truth_directions
     from interp.errors import InterpError
     from interp.loading import load_tokenizer
