@@ -27,6 +27,7 @@ import json
 import re
 import shutil
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Iterator, Literal, Sequence
 
@@ -38,6 +39,7 @@ from torch import Tensor
 from interp import loading
 from interp.checkpoints import Run, step_of, weights_sha256
 from interp.data.tokens import BOS_DEFAULT, encode, pad
+from interp.executors import SEQUENTIAL, Executor
 from interp.errors import InterpError
 from interp.models.hooked import HookedModel
 from interp.options import check_context
@@ -147,15 +149,16 @@ def open_run(path: str | Path) -> Run:
 
 
 def cache_run(path: str | Path | Run, prompts: Sequence[str], hooks: Sequence[str], out_dir: str | Path,
-              **options: Any) -> list[CacheHandle]:
-    """Cache every checkpoint of a run (or a single checkpoint) under `out_dir/<checkpoint label>/`.
+              executor: Executor = SEQUENTIAL, **options: Any) -> list[CacheHandle]:
+    """Cache every checkpoint of a run (or a single checkpoint) under `out_dir/<checkpoint label>/`, on `executor`
+    (each checkpoint's worker writes its own directory).
 
     Every checkpoint is verified first (`open_run`; pass its `Run` to skip doing it twice) and they must share
-    shapes and tokenizer, so their caches are comparable; one model is in memory at a time.
+    shapes and tokenizer, so their caches are comparable; one model is in memory per worker at a time.
     """
     run = path if isinstance(path, Run) else open_run(path)
-    return [cache_activations(ckpt.path, prompts, hooks, Path(out_dir) / ckpt.label, **options)
-            for ckpt in progress(run.checkpoints, desc="checkpoints", disable=len(run.checkpoints) == 1)]
+    calls = [(ckpt.path, list(prompts), list(hooks), Path(out_dir) / ckpt.label) for ckpt in run.checkpoints]
+    return executor.results(partial(cache_activations, **options), calls, desc="checkpoints")
 
 
 def load_activations(cache_dir: str | Path, hook: str) -> Float[Tensor, "prompt ..."]:

@@ -112,8 +112,18 @@ class Checkpoint:
 
 
 def is_checkpoint_dir(path: Path) -> bool:
-    """Whether `path` looks like a Hugging Face checkpoint directory (has a config.json)."""
-    return (path / CONFIG).is_file()
+    """Whether `path` looks like a Hugging Face checkpoint directory (has a config.json) or a PEFT adapter directory
+    (has adapter_config.json: its base plus the adapter make the model)."""
+    from interp.loading import is_adapter
+
+    return (path / CONFIG).is_file() or is_adapter(path)
+
+
+def is_model(path: str | Path) -> bool:
+    """Whether `path` names a model: a checkpoint or adapter directory, or a hub id (found in the cache on use)."""
+    from interp.hub import is_hub_id
+
+    return is_checkpoint_dir(Path(path).expanduser()) or is_hub_id(str(path))
 
 
 def checkpoint_in(path: Path) -> Path | None:

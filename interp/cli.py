@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else list(argv)
     if "--debug" in args:  # accepted anywhere on the line; the root option handles it
         args = ["--debug", *(arg for arg in args if arg != "--debug")]
-    args = args or ["--help"]
+    args = ray_alone(args) or ["--help"]
     _STATE["debug"] = False
     try:
         code = app(args=args, prog_name="interp", standalone_mode=False)
@@ -135,6 +135,18 @@ def main(argv: list[str] | None = None) -> None:
                    "bug in interp; rerun with --debug and report the traceback)", err=True)
         sys.exit(1)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def ray_alone(args: list[str]) -> list[str]:
+    """`--ray` with no address after it (at the end, before another option, or before a path) as `--ray=local`:
+    typer's options take a value or none, never an optional one."""
+    from interp.executors import LOCAL, is_ray_address
+
+    out = list(args)
+    for i, arg in enumerate(out):
+        if arg == "--ray" and (i + 1 == len(out) or not is_ray_address(out[i + 1])):
+            out[i] = f"--ray={LOCAL}"
+    return out
 
 
 def _fail(message: str) -> None:

@@ -33,13 +33,15 @@ BACKENDS: dict[str, tuple[str, str]] = {
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16,
            "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer_config.json")
+DeviceMap = str | dict[str, str | int | torch.device]
+DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")  # the placements accelerate computes itself
 _CHECKPOINT_FIX = "point at a directory written by `model.save_pretrained(dir)` (config.json, weights, tokenizer)"
 _ADAPTER_FIX = "re-save the adapter with peft's `model.save_pretrained(dir)`"
 
 
 def load(path: str | Path, *, backend: str = "transformer_lens", device: str | torch.device | None = None,
-         dtype: torch.dtype | str | None = None, step: int | None = None,
-         revision: str | None = None) -> "HookedModel":
+         dtype: torch.dtype | str | None = None, step: int | None = None, revision: str | None = None,
+         device_map: DeviceMap | None = None, offload_folder: str | Path | None = None) -> "HookedModel":
     """Load a checkpoint as a `HookedModel` on `backend` ("transformer_lens", "nnsight", "native", or "auto": native
     for a family interp implements, else transformer_lens). `path` is a checkpoint directory, a PEFT adapter
     directory (loaded as its base with the adapter merged by peft), or a hub id found in the local Hugging Face cache
@@ -47,9 +49,19 @@ def load(path: str | Path, *, backend: str = "transformer_lens", device: str | t
 
     `device` defaults to CUDA when available, `dtype` to float32; `step` defaults to the one the revision or the
     directory name says (`stepN`, `checkpoint-N`, `stage1-stepN-tokensNB`, ...) or the run's manifest, else None.
+
+    `device_map` ("auto", "balanced", "balanced_low_0", "sequential", or {module name: device}, a device being "cpu",
+    "disk", "cuda:N" or N) spreads a model too big for one device over several, through accelerate, on the hook
+    backends only ("auto" then means transformer_lens); "disk" needs `offload_folder`. Inputs go to the embedding's
+    device, which becomes `model.device`.
     """
     if backend not in (*BACKENDS, "auto"):
         raise InterpError(f"unknown backend {backend!r}", fix=f"use one of {', '.join(BACKENDS)} or auto")
+    if device_map is not None:
+        check_device_map(device_map, backend, device, offload_folder)
+        backend = "transformer_lens" if backend == "auto" else backend
+    elif offload_folder is not None:
+        raise InterpError("offload_folder is given without a device_map", fix="pass device_map too, or drop it")
     device, dtype = resolve_device(device), resolve_dtype(dtype)
     root = verify_checkpoint(path, revision)
     backend = resolve_backend(root, backend)
@@ -60,7 +72,55 @@ def load(path: str | Path, *, backend: str = "transformer_lens", device: str | t
         step = parse_step(revision) if revision else step_of(root)
     module, name = BACKENDS[backend]
     cls = getattr(importlib.import_module(module), name)
-    return cls.from_dir(root, device, dtype, step, tokenizer=tokenizer)
+    sharding = {} if device_map is None else {"device_map": device_map, "offload_folder": offload_folder}
+    return cls.from_dir(root, device, dtype, step, tokenizer=tokenizer, **sharding)
+
+
+def check_device_map(device_map: DeviceMap, backend: str, device: str | torch.device | None,
+                     offload_folder: str | Path | None) -> None:
+    """Refuse, before anything is read, a device map that cannot work: on the native backend (its engine needs the
+    whole model on one device), with `device`, of an unknown kind, naming a device this machine lacks, "disk" without
+    an offload folder, or CPU/disk next to GPUs on the TransformerLens bridge (which refuses that mix after loading)."""
+    if backend == "native":
+        raise InterpError("device_map is given with backend='native', whose engine needs the whole model on one device",
+                          fix="use backend='transformer_lens' or 'nnsight' to shard, or drop device_map")
+    if device is not None:
+        raise InterpError("both device and device_map are given", fix="pass one: device_map places every module")
+    if isinstance(device_map, str):
+        if device_map not in DEVICE_MAPS:
+            raise InterpError(f"unknown device_map {device_map!r}",
+                              fix=f"use one of {', '.join(DEVICE_MAPS)}, or a dict {{module name: device}}")
+        return
+    if not isinstance(device_map, dict) or not device_map:
+        raise InterpError(f"device_map must be a string or a non-empty dict, not {device_map!r}",
+                          fix='e.g. {"model.embed_tokens": "cpu", "model.layers.0": "cuda:0", ...}')
+    targets = {_map_target(module, where) for module, where in device_map.items()}
+    if "disk" in targets and offload_folder is None:
+        raise InterpError("device_map offloads modules to disk but no offload_folder is given",
+                          fix="pass offload_folder=<an empty directory with room for those weights>")
+    if backend == "transformer_lens":
+        from interp.models.backends.transformer_lens import check_placement
+
+        check_placement(targets)
+
+
+def _map_target(module: object, where: object) -> str:
+    """One device map entry's device as accelerate names it ("cpu", "disk", "cuda:N"), refused if this machine
+    lacks it or it is another kind ("meta" would leave the weights unloaded)."""
+    if not isinstance(module, str):
+        raise InterpError(f"device_map key {module!r} is not a module name", fix='use names like "model.layers.0"')
+    if str(where) in ("cpu", "disk"):
+        return str(where)
+    device = f"cuda:{where}" if isinstance(where, int) and not isinstance(where, bool) else where
+    if not isinstance(device, (str, torch.device)) or not str(device).startswith("cuda"):
+        raise InterpError(f"device_map puts {module!r} on {where!r}, where interp loads no weights",
+                          fix='use "cpu", "disk", "cuda:N" or a GPU index N')
+    try:
+        return str(resolve_device(device))
+    except InterpError as err:
+        raise InterpError(f"device_map puts {module!r} on {where!r}: {err.message}",
+                          fix=f"use a device this machine has ({torch.cuda.device_count()} GPU(s)), cpu or disk"
+                          ) from err
 
 
 def resolve_backend(root: Path, backend: str) -> str:

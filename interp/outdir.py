@@ -69,11 +69,12 @@ def _previous_run(out: Path) -> dict[str, Any] | None:
 
 def _refuse_model_dir(out: Path) -> None:
     """Refuse a checkpoint, a run of checkpoints or a zoo as --out: results written there would corrupt it."""
-    if (out / "config.json").is_file() or any(next(out.glob(g), None) for g in _WEIGHT_GLOBS):
+    from interp.checkpoints import is_checkpoint_dir
+
+    if is_checkpoint_dir(out) or any(next(out.glob(g), None) for g in _WEIGHT_GLOBS):
         raise InterpError(f"--out {out} is a model checkpoint directory", fix="write results to a directory of "
                                                                               "their own, e.g. --out results/NAME")
-    if (out / "checkpoints.json").is_file() or any((sub / "config.json").is_file() for sub in out.iterdir()
-                                                  if sub.is_dir()):
+    if (out / "checkpoints.json").is_file() or any(is_checkpoint_dir(sub) for sub in out.iterdir() if sub.is_dir()):
         raise InterpError(f"--out {out} holds model checkpoints (a run or a zoo)",
                           fix="write results to a directory of their own, e.g. --out results/NAME")
 

@@ -156,13 +156,12 @@ def file_sha256(path: Path) -> str:
 
 
 def input_identity(role: str, path: str | Path, **extra: Any) -> dict[str, Any]:
-    """One entry of the summary's `inputs`: a checkpoint by the sha256 of its weights
-    (`interp.checkpoints.weights_sha256`), a data file (or directory of files) by its bytes'; `extra` (e.g. the
-    step) is kept."""
-    from interp.checkpoints import weights_sha256
+    """One entry of the summary's `inputs`: a model (checkpoint or adapter directory, or cached hub id) by the sha256
+    of its weights (`interp.checkpoints.weights_sha256`; an adapter's with its base's), a data file (or directory of
+    files) by its bytes'; `extra` (e.g. the step) is kept."""
+    from interp.checkpoints import is_model, weights_sha256
 
-    where = Path(path)
-    digest = weights_sha256(where) if (where / "config.json").is_file() else file_sha256(where)
+    digest = weights_sha256(path) if is_model(path) else file_sha256(Path(path))
     return {"role": role, "path": str(path), "sha256": digest, **extra}
 
 

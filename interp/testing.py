@@ -1,4 +1,5 @@
-"""Tiny offline test fixtures: a locally trained tokenizer and random-initialised checkpoints of each architecture.
+"""Tiny offline test fixtures: a locally trained tokenizer, random-initialised checkpoints of each architecture, and
+the Hugging Face hub cache as huggingface_hub lays it out.
 
 Everything here runs without a network: the tokenizer is trained on a built-in text, and models are built from a
 config and saved with `save_pretrained`, so the directories look exactly like real Hugging Face checkpoints.
@@ -6,6 +7,8 @@ config and saved with `save_pretrained`, so the directories look exactly like re
 
 from __future__ import annotations
 
+import hashlib
+import os
 from pathlib import Path
 from typing import Any
 
@@ -108,3 +111,27 @@ def tiny_checkpoint(arch: str, out_dir: Path, seed: int = 0, **overrides: Any) -
     tokenizer.save_pretrained(out_dir)
     pin_eager_attention(out_dir / "config.json")
     return out_dir
+
+
+def write_hub_cache(cache: Path, repo_id: str, revision: str, source: Path, commit: str | None = None) -> Path:
+    """Put checkpoint `source` in `cache` at `revision` as `hf_hub_download` lays it out; its snapshot directory.
+
+    `models--org--name/blobs/<sha256>` holds each file's bytes once, `snapshots/<commit>/<file>` is a relative
+    symlink to its blob, and `refs/<revision>` holds the commit hash (no newline).
+    """
+    repo = cache / f"models--{repo_id.replace('/', '--')}"
+    commit = commit or hashlib.sha1(f"{repo_id}@{revision}".encode()).hexdigest()
+    snapshot = repo / "snapshots" / commit
+    for file in sorted(p for p in source.rglob("*") if p.is_file()):
+        data = file.read_bytes()
+        blob = repo / "blobs" / hashlib.sha256(data).hexdigest()
+        blob.parent.mkdir(parents=True, exist_ok=True)
+        blob.write_bytes(data)
+        link = snapshot / file.relative_to(source)
+        link.parent.mkdir(parents=True, exist_ok=True)
+        if not link.is_symlink():  # a second ref to a cached commit adds only the ref
+            link.symlink_to(os.path.relpath(blob, link.parent))
+    ref = repo / "refs" / revision
+    ref.parent.mkdir(parents=True, exist_ok=True)
+    ref.write_text(commit)
+    return snapshot

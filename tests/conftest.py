@@ -28,7 +28,7 @@ if os.environ.get("INTERP_SHAPE_CHECKS", "1") != "0":
                                   "beartype.beartype(conf=beartype.BeartypeConf(is_pep484_tower=True))")
 
 from pathlib import Path  # noqa: E402
-from typing import Callable  # noqa: E402
+from typing import Any, Callable, Iterator  # noqa: E402
 
 import pytest  # noqa: E402
 
@@ -70,3 +70,16 @@ def zoo() -> Path:
     from interp.zoo import ensure_zoo
 
     return ensure_zoo()
+
+
+@pytest.fixture(scope="session")
+def ray_local(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A real local Ray instance for the whole test run: 2 CPUs, on the loopback only, dashboard and usage statistics
+    off, its files in the run's tmp dir; shut down at the end. Executors find it already started and use it."""
+    import ray
+
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", configure_logging=False,
+             log_to_driver=False, _temp_dir=str(tmp_path_factory.mktemp("ray")))
+    yield ray
+    ray.shutdown()

@@ -16,10 +16,10 @@ from transformers import AutoModelForCausalLM
 
 import interp
 from clitools import assert_user_error, run
-from interp.checkpoints import check_compatible, read_summary
+from interp.checkpoints import check_compatible, discover, read_summary, weights_sha256
 from interp.errors import InterpError
 from interp.loading import load_tokenizer, verify_checkpoint, weight_shapes
-from test_hub import write_hub_cache
+from interp.testing import write_hub_cache
 
 BACKENDS = ("native", "transformer_lens", "nnsight")
 # The modules each family's adapter targets (GPT-2's are Conv1D: weights stored transposed).
@@ -124,6 +124,30 @@ def test_base_vs_adapter_runs_end_to_end(adapters, tiny_dir, tmp_path: Path, cap
     assert code == 0, err
     truth = read_results(tmp_path / "truth")
     assert truth.tensors and all(bool(torch.isfinite(t).all()) for t in truth.tensors.values())
+    recorded = {entry["role"]: entry["sha256"] for entry in truth.summary["inputs"]}
+    assert recorded["post"] == weights_sha256(adapters["gpt2"]) != recorded["base"] == weights_sha256(tiny_dir("gpt2"))
+
+
+def test_adapters_are_told_apart_by_their_weights(adapters, tiny_dir, tmp_path: Path) -> None:
+    from interp.results import input_identity
+
+    other = make_adapter(tiny_dir("gpt2"), tmp_path / "other", "gpt2", seed=1)
+    hashes = [input_identity("post", path)["sha256"] for path in (adapters["gpt2"], other, tiny_dir("gpt2"))]
+    assert len(set(hashes)) == 3
+
+
+def test_a_run_of_adapters_is_a_run(adapters, tiny_dir, tmp_path: Path, capsys) -> None:
+    run_dir = tmp_path / "lora-run"
+    for step, seed in ((500, 1), (100, 2)):
+        make_adapter(tiny_dir("gpt2"), run_dir / f"checkpoint-{step}", "gpt2", seed=seed)
+    assert [c.step for c in discover(run_dir)] == [100, 500]
+    code, out, err = run(["info", run_dir], capsys)
+    assert code == 0, err
+    assert "2 checkpoints" in out and "checkpoint-100" in out and "checkpoint-500" in out
+    assert_user_error(run(_truth_argv(tiny_dir("gpt2"), adapters["gpt2"], run_dir / "checkpoint-100"), capsys),
+                      "checkpoint")
+    assert sorted(p.name for p in (run_dir / "checkpoint-100").iterdir()) == ["README.md", "adapter_config.json",
+                                                                              WEIGHTS]
 
 
 def _truth_argv(base: Path, post: Path, out: Path) -> list[object]:

@@ -1,4 +1,5 @@
-"""pyproject.toml's dependencies are exactly what the library's code imports (interp, probes, patching, apps)."""
+"""pyproject.toml's dependencies (with its optional extras, the test tools aside) are exactly what the library's code
+imports (interp, probes, patching, apps)."""
 
 from __future__ import annotations
 
@@ -41,7 +42,8 @@ def imported_distributions() -> dict[str, set[str]]:
 
 def declared() -> set[str]:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    specs = list(project["dependencies"])
+    extras = {name: specs for name, specs in project["optional-dependencies"].items() if name != "test"}
+    specs = [*project["dependencies"], *(spec for group in extras.values() for spec in group)]
     return {_normal(re.split(r"[<>=!~;\[ ]", spec, maxsplit=1)[0]) for spec in specs}
 
 

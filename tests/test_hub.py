@@ -3,8 +3,6 @@ and what is not cached is an error naming the download command. Caches are laid 
 
 from __future__ import annotations
 
-import hashlib
-import os
 import shutil
 from pathlib import Path
 from typing import Callable
@@ -14,32 +12,9 @@ import pytest
 from interp.checkpoints import weights_sha256
 from interp.errors import InterpError
 from interp.hub import cache_dir, cached_revisions, checkpoints, is_hub_id, resolve
+from interp.testing import write_hub_cache
 
 REPO = "tiny-org/tiny-gpt2"
-
-
-def write_hub_cache(cache: Path, repo_id: str, revision: str, source: Path, commit: str | None = None) -> Path:
-    """Put checkpoint `source` in `cache` at `revision` as `hf_hub_download` lays it out; its snapshot directory.
-
-    `models--org--name/blobs/<sha256>` holds each file's bytes once, `snapshots/<commit>/<file>` is a relative
-    symlink to its blob, and `refs/<revision>` holds the commit hash (no newline).
-    """
-    repo = cache / f"models--{repo_id.replace('/', '--')}"
-    commit = commit or hashlib.sha1(f"{repo_id}@{revision}".encode()).hexdigest()
-    snapshot = repo / "snapshots" / commit
-    for file in sorted(p for p in source.rglob("*") if p.is_file()):
-        data = file.read_bytes()
-        blob = repo / "blobs" / hashlib.sha256(data).hexdigest()
-        blob.parent.mkdir(parents=True, exist_ok=True)
-        blob.write_bytes(data)
-        link = snapshot / file.relative_to(source)
-        link.parent.mkdir(parents=True, exist_ok=True)
-        if not link.is_symlink():  # a second ref to a cached commit adds only the ref
-            link.symlink_to(os.path.relpath(blob, link.parent))
-    ref = repo / "refs" / revision
-    ref.parent.mkdir(parents=True, exist_ok=True)
-    ref.write_text(commit)
-    return snapshot
 
 
 @pytest.fixture
@@ -144,6 +119,8 @@ def test_info_lists_the_cached_revisions(hub_cache: dict[str, Path], tmp_path: P
     sha = weights_sha256(hub_cache["step0"])[:12]  # one tiny checkpoint under every revision
     assert [line.split() for line in lines[start + 1:start + 4]] == [["0", sha, "step0"], ["20", sha, "step20"],
                                                                      ["1000", sha, "step1000"]]
+    code, out, _ = run(["info", REPO, "--revisions", "step1000,step0"], capsys)
+    assert code == 0 and "2 checkpoints" in out and " step20" not in out
     shutil.rmtree(cache_dir())
     from clitools import assert_user_error
 

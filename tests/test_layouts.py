@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
-from test_hub import write_hub_cache
+from interp.testing import write_hub_cache
 
 from interp.checkpoints import Name, discover, parse_name, step_of, weights_sha256
 from interp.errors import InterpError

@@ -369,7 +369,7 @@ def test_unknown_backend(tiny_dir) -> None:
 @pytest.fixture()
 def hub(tiny_dir: Callable[[str], Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
     """HF_HUB_CACHE -> a cache holding tiny-org/tiny at step1000 (a GPT-2) and main (a Llama): their snapshots."""
-    from test_hub import write_hub_cache
+    from interp.testing import write_hub_cache
 
     cache = tmp_path / "hf-cache"
     monkeypatch.setenv("HF_HUB_CACHE", str(cache))

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from clitools import assert_user_error, run
+from interp.analyses import analyses
 
 ROOT = Path(__file__).resolve().parents[1]
 RESOLVE = """
@@ -52,7 +53,7 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_the_wheel_holds_the_explorer_and_its_pages(wheel: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
     pages = {str(p.relative_to(ROOT)) for p in (ROOT / "interp" / "analyses").glob("*/page.py")}
-    assert len(pages) == 7 and {"apps/__init__.py", "apps/explorer.py", "apps/views/kinds.py",
+    assert len(pages) == len(analyses()) and {"apps/__init__.py", "apps/explorer.py", "apps/views/kinds.py",
                                 "apps/views/runner.py", "interp/analyses/widgets.py"} | pages <= names
     assert not any(n.startswith(("benchmarks/", "experiments/", "tests/")) for n in names)
 

@@ -14,7 +14,7 @@ from typing import Any, Callable, NamedTuple
 import pytest
 import torch
 from clitools import assert_user_error, run
-from test_hub import write_hub_cache
+from interp.testing import write_hub_cache
 
 from interp.checkpoints import weights_sha256
 from interp.results import read_results

@@ -55,7 +55,9 @@ def check_site(base: Path, hook: str) -> None:
     """Refuse, before loading, a residual site the architecture lacks (resid_mid of a parallel GPT-NeoX block)."""
     from transformers import AutoConfig
 
+    from interp.loading import config_dir
     from interp.models.hf import parallel_attn_mlp
     from probes.steering import site_names
 
-    site_names([0], [hook], parallel_attn_mlp(AutoConfig.from_pretrained(str(base), local_files_only=True)))
+    config = AutoConfig.from_pretrained(str(config_dir(base)), local_files_only=True)
+    site_names([0], [hook], parallel_attn_mlp(config))

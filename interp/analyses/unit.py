@@ -15,9 +15,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 if TYPE_CHECKING:
+    from interp.executors import Executor
     from interp.results import Axes, Results
 
-SETTINGS_EXCLUDED = ("out", "force")  # where results go and whether to replace them: not what they are
+# Where results go, whether to replace them, and where the work runs: not what the results are.
+SETTINGS_EXCLUDED = ("out", "force", "workers", "ray", "gpus_per_task", "cpus_per_task")
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,30 @@ class Analysis:
     def fields(self) -> list[dataclasses.Field[Any]]:
         """The Spec's settings, in command-line order."""
         return list(dataclasses.fields(self.spec))
+
+
+# The fields of a Spec whose sweep runs its units on an executor (`executor_of`); the results never depend on them.
+Workers = typing.Annotated[int, Opt("Run checkpoints on N local processes (results identical to one).",
+                                    ("--workers",))]
+RayAddress = typing.Annotated[typing.Optional[str], Opt(
+    "Run checkpoints as Ray tasks: --ray alone starts Ray on this machine, --ray ADDRESS (or RAY_ADDRESS) joins a "
+    "cluster (needs `pip install 'interp[ray]'`).", ("--ray",))]
+GpusPerTask = typing.Annotated[float, Opt("GPUs per Ray task (fractions share a GPU); with --ray.",
+                                          ("--gpus-per-task",))]
+CpusPerTask = typing.Annotated[float, Opt("CPU cores (torch threads) per worker process or Ray task.",
+                                          ("--cpus-per-task",))]
+
+
+def help_of(field: Any) -> str:
+    """The help text of an `Annotated[..., Opt(...)]` alias (for a tool command that takes the same option)."""
+    return next(e.help for e in typing.get_args(field)[1:] if isinstance(e, (Arg, Opt)))
+
+
+def executor_of(spec: Any) -> Executor:
+    """The checked executor a Spec's `workers`, `ray`, `gpus_per_task` and `cpus_per_task` fields ask for."""
+    from interp.executors import Executor
+
+    return Executor(spec.workers, spec.ray, spec.gpus_per_task, spec.cpus_per_task).checked()
 
 
 def cli_form(spec: type, name: str) -> tuple[Any, Arg | Opt]:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import typer
 
+from interp.analyses.unit import CpusPerTask, GpusPerTask, RayAddress, Workers, help_of
 from interp.cli import app
 from interp.data.tokens import BOS_DEFAULT, BOS_HELP
 from interp.errors import InterpError
@@ -31,10 +33,15 @@ def cache(
                                              "activations)."),
     device: str | None = typer.Option(None, help="torch device, e.g. cuda or cpu (default: the loader's choice)."),
     force: bool = typer.Option(False, "--force", help="Replace what --out holds (another cache, other files)."),
+    workers: int = typer.Option(1, "--workers", help=help_of(Workers)),
+    ray: Optional[str] = typer.Option(None, "--ray", help=help_of(RayAddress)),
+    gpus_per_task: float = typer.Option(0.0, "--gpus-per-task", help=help_of(GpusPerTask)),
+    cpus_per_task: float = typer.Option(1.0, "--cpus-per-task", help=help_of(CpusPerTask)),
 ) -> None:
     """Cache activations; the same request again reuses the files after checking every shard against its recorded
     sha256, shapes and dtypes (a damaged cache is recomputed, with a note). A run's checkpoints must share shapes."""
     from interp.cache import cache_run, check_cache_out, check_request, claim_cache_out, open_run
+    from interp.executors import Executor
     from interp.models.auto_backend import auto_backend
     from interp.data.prompts import read_prompts
     from interp.loading import resolve_device, resolve_dtype
@@ -43,14 +50,16 @@ def cache(
     settings = {"path": str(path.expanduser().resolve()), "prompts": str(prompts.expanduser().resolve()),
                 "positions": parsed, "dtype": dtype, "bos": bos}
     check_cache_out(out, settings, force)
-    stored, device_ = resolve_dtype(dtype), resolve_device(device)
+    executor = Executor(workers, ray, gpus_per_task, cpus_per_task).checked()
+    stored = resolve_dtype(dtype)
+    device_ = executor.device(device or "auto") if gpus_per_task else resolve_device(device)
     texts = read_prompts(prompts)
     check_request(texts, hooks, batch_size, shard_mb * 2**20, backend, stored)
     run = open_run(path)
     if backend == "auto":
         backend = auto_backend(run.checkpoints[0].path)
     claim_cache_out(out, settings, force)
-    handles = cache_run(run, texts, hooks, out, positions=parsed, batch_size=batch_size, dtype=stored,
+    handles = cache_run(run, texts, hooks, out, executor, positions=parsed, batch_size=batch_size, dtype=stored,
                         bos=bos, shard_bytes=shard_mb * 2**20, backend=backend, device=device_)
     for handle in handles:
         for hook in handle.hooks:

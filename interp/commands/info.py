@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Optional
 
 import typer
 
+from interp.checkpoints import REVISIONS_HELP
 from interp.cli import app
 
 if TYPE_CHECKING:
@@ -16,7 +17,8 @@ if TYPE_CHECKING:
 
 @app.command()
 def info(path: Path = typer.Argument(..., help="A checkpoint directory, a training-run directory, or a hub id "
-                                                "(`org/name`: its revisions in the Hugging Face cache).")) -> None:
+                                                "(`org/name`: its revisions in the Hugging Face cache)."),
+         revisions: Optional[str] = typer.Option(None, "--revisions", help=REVISIONS_HELP)) -> None:
     """Print architecture, parameter count, layers, heads and sizes, which backends and analyses the model supports
     (and why not), and the checkpoints found with their steps, tokens seen, weights' sha256 (prefix) and revisions or
     directories, and a warning for checkpoints with identical weights. Every checkpoint is verified first (config,
@@ -27,7 +29,7 @@ def info(path: Path = typer.Argument(..., help="A checkpoint directory, a traini
     from interp.support import report
 
     hub = is_hub_id(str(path))
-    checkpoints = run_checkpoints(path)
+    checkpoints = run_checkpoints(path, revisions)
     for ckpt in checkpoints:
         verify_checkpoint(ckpt.path)
     first = checkpoints[0]

@@ -9,8 +9,10 @@ from typing import Any, TypeVar
 import torch
 from transformers import PreTrainedConfig, PreTrainedModel
 
+from interp.errors import InterpError
+from interp.loading import DeviceMap
 from interp.models.hooked import HookedModel, ModelSummary
-from interp.models.native import NativeConfig
+from interp.models.native import NativeConfig, NativeTransformer
 
 HFModel = TypeVar("HFModel", bound="HFBackedModel")  # not `typing.Self`: beartype checks methods one by one
 
@@ -63,6 +65,16 @@ def block_relative(name: str) -> str:
     return name.split(".", 2)[2] if name.startswith("blocks.") else name
 
 
+def input_device(model: PreTrainedModel) -> torch.device:
+    """Where token ids go in a model placed by a device map: the device its input embedding runs on (accelerate's
+    execution device when the embedding is offloaded, else its weight's)."""
+    embedding = model.get_input_embeddings()
+    device = getattr(getattr(embedding, "_hf_hook", None), "execution_device", None)
+    if device is None:
+        return embedding.weight.device
+    return torch.device(f"cuda:{device}" if isinstance(device, int) else device)
+
+
 class HFBackedModel(HookedModel):
     """A `HookedModel` wrapping a Hugging Face model; architecture facts come from its config, not the native model."""
 
@@ -70,16 +82,23 @@ class HFBackedModel(HookedModel):
                  dtype: torch.dtype) -> None:
         super().__init__(path, step, tokenizer, summarise(hf_model), device, dtype)
         self.config = hf_model.config
+        self.sharded = getattr(hf_model, "hf_device_map", None) is not None  # spread over devices by a device map
 
     @classmethod
     def from_dir(cls: type[HFModel], path: Path, device: torch.device, dtype: torch.dtype, step: int | None,
-                 tokenizer: Any | None = None) -> HFModel:
-        """Load a checkpoint directory with eager attention (`interp.load` validates the directory first)."""
+                 tokenizer: Any | None = None, device_map: DeviceMap | None = None,
+                 offload_folder: str | Path | None = None) -> HFModel:
+        """Load a checkpoint directory with eager attention (`interp.load` validates the directory and any
+        `device_map` first); on `device`, or spread by `device_map` with inputs going to the embedding's device."""
         from interp.loading import load_tokenizer
         from interp.models.convert import load_hf_causal_lm
 
         path = Path(path)
-        hf_model = load_hf_causal_lm(path, dtype=dtype).to(device)
+        hf_model = load_hf_causal_lm(path, dtype=dtype, device_map=device_map, offload_folder=offload_folder)
+        if device_map is None:
+            hf_model = hf_model.to(device)
+        else:
+            device = input_device(hf_model)
         return cls(path, step, tokenizer or load_tokenizer(path), hf_model, torch.device(device), dtype)
 
     def hook_names(self) -> list[str]:
@@ -93,6 +112,15 @@ class HFBackedModel(HookedModel):
             return names
         missing = set(spec_for(self.config.model_type).bridge_missing)
         return [name for name in names if block_relative(name) not in missing]
+
+    def native(self) -> NativeTransformer:
+        """The native model of this checkpoint, refused for a model spread over devices: it needs it whole on one."""
+        if self.sharded:
+            raise InterpError(f"{self.path} is spread over devices by a device_map; interp's own engine (fast "
+                              "patching, TuCo, induction scores, clamps) needs the whole model on one device",
+                              fix="load it without device_map (a smaller dtype, a bigger device), or use the hooked "
+                                  "patching path")
+        return super().native()
 
     @property
     def parallel_attn_mlp(self) -> bool:

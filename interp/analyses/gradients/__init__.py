@@ -15,11 +15,13 @@ compatible), the data (each sample within the model's context and with a respons
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional, Sequence
 
-from interp.analyses.unit import Analysis, Arg, Opt, settings_of, write
+from interp.analyses.unit import (
+    Analysis, Arg, CpusPerTask, GpusPerTask, Opt, RayAddress, Workers, executor_of, settings_of, write,
+)
 from interp.data.tokens import BOS_DEFAULT, BOS_HELP
 from interp.errors import InterpError
 
@@ -52,6 +54,10 @@ class Spec:
     limit: Annotated[Optional[int], Opt("Use only the first N samples (at least 1).", ("--limit",))] = None
     device: Annotated[str, Opt("cpu, cuda, cuda:N or auto.", ("--device",))] = "cpu"
     dtype: Annotated[str, Opt("float32, bfloat16, float16 or float64.", ("--dtype",))] = "float32"
+    workers: Workers = 1
+    ray: RayAddress = None
+    gpus_per_task: GpusPerTask = 0.0
+    cpus_per_task: CpusPerTask = 1.0
     force: Annotated[bool, Opt("Replace what --out holds.", ("--force",))] = False
 
 
@@ -146,6 +152,7 @@ def run(spec: Spec) -> Results:
     settings = settings_of(spec)
     out = check_out(spec.out, UNIT.name, settings, spec.force)
     check_options(spec)
+    executor = executor_of(spec)
     conds = conditions(spec)
     if len(conds) == 2 and conds[0].label == conds[1].label:
         raise InterpError(f"both conditions are labelled {conds[0].label!r}",
@@ -155,7 +162,10 @@ def run(spec: Spec) -> Results:
         check_compatible(prepared[0].root, prepared[1].root)
         load_hf_causal_lm(prepared[1].root)  # non-finite weights in b are refused now, not after a's sweep
     write_partial_settings(out, UNIT.name, settings)
-    swept = [sweep(p, out / PARTIAL_DIR / f"{side}.safetensors", spec) for side, p in zip(SIDES, prepared)]
+    device = executor.device(spec.device) or spec.device
+    calls = [(p, out / PARTIAL_DIR / f"{side}.safetensors", replace(spec, device=device))
+             for side, p in zip(SIDES, prepared)]
+    swept = executor.results(sweep, calls, desc="conditions", unit="condition")
     parts = [condition_results(p, r, spec) for p, r in zip(prepared, swept)]
     if len(parts) == 1:
         tensors, summary = parts[0]

@@ -10,7 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional
 
-from interp.analyses.unit import Analysis, Arg, Opt, settings_of, write
+from interp.analyses.unit import (
+    Analysis, Arg, CpusPerTask, GpusPerTask, Opt, RayAddress, Workers, executor_of, settings_of, write,
+)
 from interp.checkpoints import REVISIONS_HELP
 from interp.errors import InterpError
 
@@ -36,6 +38,10 @@ class Spec:
     seed: Annotated[int, Opt("Seed for the random probe tokens.")] = 0
     clamps: Annotated[bool, Opt("Apply the clamps a clamped training run recorded in run.json.")] = True
     device: Annotated[str, Opt("cpu, cuda, cuda:N or auto.")] = "cpu"
+    workers: Workers = 1
+    ray: RayAddress = None
+    gpus_per_task: GpusPerTask = 0.0
+    cpus_per_task: CpusPerTask = 1.0
     force: Annotated[bool, Opt("Replace what --out holds.", ("--force",))] = False
 
 
@@ -75,28 +81,20 @@ def cache_key(probe: Any, clamps: Any, checkpoint: Path) -> str:
     return digest.hexdigest()
 
 
-def score_checkpoint(checkpoint: Path, probe: Any, clamps: Any, cache: Path, device: Any) -> dict[str, Any]:
-    """Scores of one checkpoint, reused from `cache` when computed from the same probe, clamps and weights; a
-    non-finite score is an error naming the checkpoint."""
+def score_checkpoint(checkpoint: Path, probe: Any, clamps: Any, device: str) -> dict[str, Any]:
+    """Scores of one checkpoint (a sweep unit: it runs on any executor); a non-finite score is an error naming the
+    checkpoint."""
     import torch
-    from safetensors import safe_open
 
     from interp.dynamics.induction import checkpoint_scores
     from interp.models.native import NativeTransformer
-    from interp.results import atomic_save_tensors
 
-    key = cache_key(probe, clamps, checkpoint)
-    if cache.is_file():
-        with safe_open(str(cache), "pt") as f:
-            if (f.metadata() or {}).get("key") == key:
-                return {name: f.get_tensor(name) for name in f.keys()}
-    nt = NativeTransformer.from_pretrained(checkpoint, device=device)
+    nt = NativeTransformer.from_pretrained(checkpoint, device=torch.device(device))
     scores = checkpoint_scores(nt, probe, clamps.forward if clamps.clamps else None)
     for name, value in scores.items():
         if not bool(torch.isfinite(value).all()):
             raise InterpError(f"{checkpoint}: the {name} score is not finite", fix="check that checkpoint's weights "
                               "(its probe loss overflows or its attention is degenerate)")
-    atomic_save_tensors(cache, scores, {"key": key})
     return scores
 
 
@@ -125,15 +123,16 @@ def run(spec: Spec) -> Results:
     from interp.loading import load_tokenizer, resolve_device, verify_checkpoint
     from interp.models.auto_backend import require_native
     from interp.options import check_range
+    from interp.executors import Unit, run_units
     from interp.outdir import check_out, write_partial_settings
-    from interp.progress import progress
     from interp.results import input_identity
 
     s, settings = spec, {**settings_of(spec), "run": run_location(spec.run)}
     out = check_out(s.out, UNIT.name, settings, s.force)
+    executor = executor_of(spec)
     check_range("--batch", s.batch, 1)
     check_range("--threshold", s.threshold, 0.0, 1.0)
-    torch_device = resolve_device(s.device)
+    device = executor.device(s.device) or str(resolve_device(s.device))
     checkpoints = Run.open(s.run, s.revisions)
     ckpts = checkpoints.checkpoints
     for ckpt in ckpts:
@@ -152,14 +151,12 @@ def run(spec: Spec) -> Results:
                        documents=docs, seed=s.seed)
     steps = [c.step if c.step is not None else i for i, c in enumerate(ckpts)]
     records, identical = vouch(ckpts)
-    write_partial_settings(out, UNIT.name, settings)
-    per_step: dict[str, list[torch.Tensor]] = {}
-    for ckpt in progress(ckpts, desc=f"induction scores {ckpts[0].run}", unit="checkpoint"):
-        scores = score_checkpoint(ckpt.path, probe, clamps, out / PARTIAL_DIR / f"{ckpt.label}.safetensors",
-                                  torch_device)
-        for name, value in scores.items():
-            per_step.setdefault(name, []).append(value)
-    tensors = {name: torch.stack(values) for name, values in per_step.items()}
+    units = [Unit(c.label, cache_key(probe, clamps, c.path), score_checkpoint, (c.path, probe, clamps, device))
+             for c in ckpts]
+    with executor.opened():
+        per_ckpt = run_units(units, out / PARTIAL_DIR, executor, f"induction scores {ckpts[0].run}", "checkpoint",
+                             claim=lambda: write_partial_settings(out, UNIT.name, settings))
+    tensors = {name: torch.stack([scores[name] for scores in per_ckpt]) for name in per_ckpt[0]}
     tensors["steps"] = torch.tensor(steps)
     formation = detect_formation(steps, tensors["induction"], tensors["icl_score"], s.threshold,
                                  exclude=clamps.pattern_clamped)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional
 
-from interp.analyses.unit import Analysis, Arg, Opt, write
+from interp.analyses.unit import Analysis, Arg, CpusPerTask, GpusPerTask, Opt, RayAddress, Workers, write
 from interp.checkpoints import REVISIONS_HELP
 from interp.data.tokens import BOS_DEFAULT, BOS_HELP
 
@@ -47,6 +47,10 @@ class Spec:
     bos: Annotated[bool, Opt(BOS_HELP, ("--bos/--no-bos",))] = BOS_DEFAULT
     attribution: Annotated[bool, Opt("Also run attribution patching (one forward and backward) and report its "
                                      "correlation with exact patching per checkpoint.", ("--attribution",))] = False
+    workers: Workers = 1
+    ray: RayAddress = None
+    gpus_per_task: GpusPerTask = 0.0
+    cpus_per_task: CpusPerTask = 1.0
     force: Annotated[bool, Opt("Replace what --out holds (never a checkpoint directory).", ("--force",))] = False
 
 
@@ -59,12 +63,14 @@ def run(spec: Spec) -> Results:
     import time
 
     from interp.analyses.patch import sweep
+    from interp.analyses.unit import executor_of
     from interp.checkpoints import read_summary, vouch
     from interp.loading import load_tokenizer
     from interp.outdir import check_out
     from patching.tasks import load_task
 
-    settings = sweep.settings_of_spec(spec)
+    executor = executor_of(spec)
+    settings = sweep.settings_of_spec(spec, executor.device(spec.device))
     keyed = sweep.out_settings(spec, settings)  # what makes --out "the same sweep"
     out = check_out(spec.out, UNIT.name, keyed, spec.force)
     pairs = sweep.pair_checkpoints(spec.run, spec.source, spec.revisions)
@@ -77,7 +83,8 @@ def run(spec: Spec) -> Results:
     sweep.check_batching(settings, task)
     records, identical = vouch([ckpt for ckpt, _ in pairs])
     started = time.perf_counter()
-    per_ckpt, contents = sweep.sweep_checkpoints(pairs, task, settings, out, UNIT.name, keyed)
+    with executor.opened():
+        per_ckpt, contents = sweep.sweep_checkpoints(pairs, task, settings, out, UNIT.name, keyed, executor)
     tensors = sweep.assemble(per_ckpt, settings.sites)
     timings = [float(done["seconds"]) for done in per_ckpt]
     summary = sweep.summary_of(pairs, records, contents, task, tokenizer, settings, tensors, timings,

@@ -18,21 +18,22 @@ import re
 import sys
 import time
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import torch
-from safetensors import safe_open
 from torch import Tensor
 
 from interp.analyses.unit import absolute
 from interp.checkpoints import Checkpoint, check_compatible, run_checkpoints, run_location, weights_sha256
 from interp.errors import InterpError
-from interp.loading import read_config, resolve_device, verify_checkpoint
+from interp.executors import SEQUENTIAL, Executor, Unit, run_units
+from interp.loading import config_dir, read_config, resolve_device, verify_checkpoint
 from interp.options import check_range, parse_names
 from interp.outdir import write_partial_settings
-from interp.progress import progress
-from interp.results import Axes, atomic_save_tensors, axes, input_identity
+from interp.progress import on_terminal
+from interp.results import Axes, axes, input_identity
 from patching.attribution import attribution_patch, compare
 from patching.engine import Patcher
 from patching.hooked import NOTICE, HookedPatcher
@@ -62,9 +63,10 @@ class Settings:
     device: str = "cpu"  # cpu, cuda[:N] or auto
     attribution: bool = False  # also run attribution patching and report its correlation with exact patching
 
-    def checked(self) -> "Settings":
-        """These settings with duplicate sites dropped and the device resolved; an option that cannot work is an
-        `InterpError` naming it, before anything is read or computed."""
+    def checked(self, device: str | None = None) -> "Settings":
+        """These settings with duplicate sites dropped and the device resolved here (or set to `device`, the one a
+        remote worker gets); an option that cannot work is an `InterpError` naming it, before anything is read or
+        computed."""
         if not self.sites:
             raise InterpError("no patching sites given", fix="pass e.g. --sites resid_pre,z")
         for site in self.sites:
@@ -74,7 +76,7 @@ class Settings:
         check_range("--batch-size", self.batch_size, low=1)
         check_range("--max-memory", self.max_memory, low=1)
         get_backend(self.backend)
-        return replace(self, sites=tuple(dict.fromkeys(self.sites)), device=str(resolve_device(self.device)))
+        return replace(self, sites=tuple(dict.fromkeys(self.sites)), device=device or str(resolve_device(self.device)))
 
     def fingerprint(self, task: Task, checkpoints: Sequence[dict[str, str] | None]) -> str:
         """What a finished checkpoint's numbers depend on: settings, task tokens, target (and source) contents."""
@@ -97,11 +99,12 @@ def parse_memory(text: str | None) -> int | None:
     return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
 
 
-def settings_of_spec(spec: Spec) -> Settings:
-    """The sweep's checked settings from the unit's Spec: sites and memory budget parsed, every option checked."""
+def settings_of_spec(spec: Spec, device: str | None = None) -> Settings:
+    """The sweep's checked settings from the unit's Spec: sites and memory budget parsed, every option checked
+    (`device`: the one remote workers get, see `Executor.device`)."""
     return Settings(sites=parse_names("--sites", spec.sites, tuple(SITES)), metric=spec.metric, noising=spec.noising,
                     prepend_bos=spec.bos, batch_size=spec.batch_size, max_memory=parse_memory(spec.max_memory),
-                    backend=spec.backend, device=spec.device, attribution=spec.attribution).checked()
+                    backend=spec.backend, device=spec.device, attribution=spec.attribution).checked(device)
 
 
 def out_settings(spec: Spec, settings: Settings) -> dict[str, Any]:
@@ -182,9 +185,10 @@ def check_batching(settings: Settings, task: Task) -> None:
 
 
 def content(path: Path) -> dict[str, str]:
-    """What a checkpoint's numbers depend on besides the settings: its weight files' and config.json's sha256."""
+    """What a checkpoint's numbers depend on besides the settings: its weight files' and config.json's sha256 (an
+    adapter's: its own and its base's weights, its base's config)."""
     return {"weights_sha256": weights_sha256(path),
-            "config_sha256": hashlib.sha256((Path(path) / "config.json").read_bytes()).hexdigest()}
+            "config_sha256": hashlib.sha256((config_dir(path) / "config.json").read_bytes()).hexdigest()}
 
 
 def is_native(path: Path) -> bool:
@@ -273,7 +277,7 @@ def patch_checkpoint(model: Any, source: Any, task: Task, settings: Settings) ->
     totals: dict[str, Tensor] = {}
     for i, (rows, weight) in enumerate(zip(batches, weights)):
         patcher = first if i == 0 else _patcher(model, source, task, settings, rows)
-        parts = {f"{s}.raw": patcher.sweep(s, progress=sys.stderr.isatty()).raw for s in settings.sites}
+        parts = {f"{s}.raw": patcher.sweep(s, progress=on_terminal()).raw for s in settings.sites}
         if settings.attribution:
             estimates = attribution_patch(model, task.clean[rows], task.corrupted[rows], patcher.metric,
                                           settings.sites, source, settings.noising)
@@ -300,36 +304,17 @@ def _patch_loaded(ckpt: Checkpoint, src: Checkpoint | None, task: Task, settings
     return done
 
 
-def _read_partial(path: Path, fingerprint: str) -> dict[str, Tensor] | None:
-    """A finished checkpoint's tensors when they were made from exactly these inputs; None (recompute) otherwise."""
-    if not path.is_file():
-        return None
-    try:
-        with safe_open(str(path), "pt") as handle:
-            if (handle.metadata() or {}).get("fingerprint") != fingerprint:
-                return None
-            return {k: handle.get_tensor(k) for k in handle.keys()}
-    except Exception:  # a damaged partial file is recomputed, not trusted (safetensors raises several types)
-        return None
-
-
 def sweep_checkpoints(pairs: Sequence[tuple[Checkpoint, Checkpoint | None]], task: Task, settings: Settings,
-                      out: Path, analysis: str, keyed: dict[str, Any]
+                      out: Path, analysis: str, keyed: dict[str, Any], executor: Executor = SEQUENTIAL
                       ) -> tuple[list[dict[str, Tensor]], list[tuple[dict[str, str], dict[str, str] | None]]]:
-    """Patch every (checkpoint, source) pair, reusing a finished checkpoint from `out/partial/` when its fingerprint
-    matches and saving each new one there atomically; returns (per-checkpoint tensors, content hashes per pair)."""
-    per_ckpt, contents = [], []
-    for i, (ckpt, src) in enumerate(progress(pairs, desc="patching checkpoints", unit="ckpt")):
-        contents.append((content(ckpt.path), content(src.path) if src is not None else None))
-        fingerprint = settings.fingerprint(task, contents[-1])
-        path = out / "partial" / f"{i:04d}_{ckpt.label}.safetensors"
-        done = _read_partial(path, fingerprint)
-        if done is None:
-            done = _patch_loaded(ckpt, src, task, settings)
-            write_partial_settings(out, analysis, keyed)
-            atomic_save_tensors(path, done, {"fingerprint": fingerprint})
-        per_ckpt.append(done)
-    return per_ckpt, contents
+    """Patch every (checkpoint, source) pair on `executor`, reusing a finished checkpoint from `out/partial/` when
+    its fingerprint matches (each new one is saved there atomically as it finishes); returns (per-checkpoint tensors,
+    content hashes per pair)."""
+    contents = [(content(ckpt.path), content(src.path) if src is not None else None) for ckpt, src in pairs]
+    units = [Unit(f"{i:04d}_{ckpt.label}", settings.fingerprint(task, keys), _patch_loaded, (ckpt, src, task, settings))
+             for i, ((ckpt, src), keys) in enumerate(zip(pairs, contents))]
+    claim = partial(write_partial_settings, out, analysis, keyed)
+    return run_units(units, out / "partial", executor, desc="patching checkpoints", claim=claim), contents
 
 
 GRID_AXES = {"pos": ("layer", "pos"), "head": ("layer", "head"), "head_pos": ("layer", "head", "pos")}

@@ -56,7 +56,9 @@ def check_generic(path: str | Path, include_mlp: bool) -> None:
     """Before loading weights: the checkpoint's layout is found generically, with MLP matrices when asked for."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    config = AutoConfig.from_pretrained(str(path), local_files_only=True)
+    from interp.loading import config_dir
+
+    config = AutoConfig.from_pretrained(str(config_dir(path)), local_files_only=True)
     with torch.device("meta"):
         lay = generic_layout(AutoModelForCausalLM.from_config(config))
     if include_mlp and not lay.mlp:

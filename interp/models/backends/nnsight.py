@@ -28,6 +28,31 @@ from interp.models.hooked import HookFn
 Plan = list[tuple[ModuleSite, list[tuple[str, View, HookFn]]]]
 
 
+def _check_first_weight_placed(hf_model: PreTrainedModel) -> None:
+    """Refuse a model whose first weight a device map offloaded to disk: nnsight moves every input to that weight's
+    device, which is then "meta"."""
+    name, weight = next(iter(hf_model.named_parameters()))
+    if weight.device.type == "meta":
+        raise InterpError(f"the nnsight backend sends inputs to the device of the model's first weight, {name}, "
+                          "which the device_map offloads to disk", fix=f"keep {name.rsplit('.', 1)[0]} on cpu or a "
+                          "GPU in device_map (or give it room there), or use backend='transformer_lens'")
+
+
+@contextmanager
+def _first_mapped_to(hf_model: PreTrainedModel, device: torch.device) -> Iterator[None]:
+    """Let a model placed by a device map start its `hf_device_map` with the inputs' device while nnsight builds its
+    pipeline: transformers' pipeline takes the first entry as its device and cannot parse "disk"."""
+    placed = getattr(hf_model, "hf_device_map", None)
+    if placed is None:
+        yield
+        return
+    hf_model.hf_device_map = {"": str(device), **placed}
+    try:
+        yield
+    finally:
+        hf_model.hf_device_map = placed
+
+
 class NNsightModel(HFBackedModel):
     """A checkpoint run through nnsight; logits equal Hugging Face's eager forward."""
 
@@ -36,7 +61,9 @@ class NNsightModel(HFBackedModel):
     def __init__(self, path: Path, step: int | None, tokenizer: Any, hf_model: PreTrainedModel, device: torch.device,
                  dtype: torch.dtype, remote: bool = False) -> None:
         super().__init__(path, step, tokenizer, hf_model, device, dtype)
-        self.lm = TransformersModel(hf_model, task="text-generation", tokenizer=tokenizer)
+        _check_first_weight_placed(hf_model)
+        with _first_mapped_to(hf_model, device):
+            self.lm = TransformersModel(hf_model, task="text-generation", tokenizer=tokenizer)
         self.remote = remote
         self._sites = self._site_table(hf_model)
         self._active: list[tuple[str, HookFn]] = []

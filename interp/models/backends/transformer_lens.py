@@ -8,14 +8,16 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 from transformer_lens.model_bridge import TransformerBridge
+from transformer_lens.utilities.multi_gpu import is_mixed_offload_gpu
 from transformers import PreTrainedModel
 
+from interp.errors import InterpError
 from interp.models.arch import spec_for
 from interp.models.backends.generic_sites import bridge_hook_names
 from interp.models.hf import HFBackedModel
@@ -31,6 +33,14 @@ def _reporting_name(fn: HookFn, name: str) -> Callable[..., Tensor | None]:
     return hook
 
 
+def check_placement(devices: Iterable[str | int]) -> None:
+    """Refuse a device map (its `devices`) mixing CPU or disk with GPUs, which the bridge refuses after loading with
+    a ValueError: `interp.load` asks before loading for an explicit map, the backend after it for a computed one."""
+    if is_mixed_offload_gpu(devices):
+        raise InterpError("the TransformerLens bridge refuses a device_map mixing CPU or disk with GPUs",
+                          fix="use backend='nnsight' for that map, or put every module on GPUs (or give them room)")
+
+
 class TransformerLensModel(HFBackedModel):
     """A checkpoint run through `TransformerBridge`; logits equal Hugging Face's eager forward."""
 
@@ -39,6 +49,7 @@ class TransformerLensModel(HFBackedModel):
     def __init__(self, path: Path, step: int | None, tokenizer: Any, hf_model: PreTrainedModel, device: torch.device,
                  dtype: torch.dtype) -> None:
         super().__init__(path, step, tokenizer, hf_model, device, dtype)
+        check_placement((getattr(hf_model, "hf_device_map", None) or {}).values())
         self.bridge = TransformerBridge.boot_transformers(str(path), device=device, dtype=dtype, hf_model=hf_model,
                                                           tokenizer=tokenizer)
         self._names: list[str] | None = None
