@@ -32,12 +32,15 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class Executor:
     """How a sweep's units run: `workers` local processes, or Ray tasks at `ray` (LOCAL or an address), each with
-    `cpus_per_task` cores and `gpus_per_task` GPUs; one worker and no Ray is this process."""
+    `cpus_per_task` cores and `gpus_per_task` GPUs; one worker and no Ray is this process.
+
+    A CPU's results can differ in the last bits between torch thread counts (its matrix products split sums by
+    thread), never between executors at one thread count: `cpus_per_task=1` here gives the bytes workers give."""
 
     workers: int = 1
     ray: str | None = None
     gpus_per_task: float = 0.0
-    cpus_per_task: float = 1.0
+    cpus_per_task: float | None = None  # None: 1 per worker or task; torch's own thread count in this process
 
     @property
     def kind(self) -> str:
@@ -70,6 +73,11 @@ class Executor:
             raise InterpError(f"--device {requested} with --gpus-per-task: Ray gives each task its own GPU",
                               fix="pass --device auto (or cuda) with --gpus-per-task")
         return "cuda"
+
+    @property
+    def threads(self) -> int:
+        """torch threads of each worker or task."""
+        return max(1, int(self.cpus_per_task or 1))
 
     @contextmanager
     def opened(self) -> Iterator[None]:
@@ -104,9 +112,8 @@ class Executor:
         if not calls:
             return iter(())
         if self.kind == "sequential":
-            return ((i, fn(*args)) for i, args in enumerate(calls))
-        threads = max(1, int(self.cpus_per_task))
-        jobs = [(fn, args, threads) for args in calls]
+            return _here(fn, calls, self.cpus_per_task)
+        jobs = [(fn, args, self.threads) for args in calls]
         return _on_ray(jobs, self) if self.kind == "ray" else _on_processes(jobs, self.workers)
 
 
@@ -165,6 +172,21 @@ def read_partial(path: Path, key: str) -> dict[str, Tensor] | None:
 def _unit_tensors(fn: Callable[..., dict[str, Tensor]], args: tuple[Any, ...]) -> dict[str, Tensor]:
     """`fn(*args)` with the tensors on the CPU (they travel back to the driver)."""
     return {name: value.detach().cpu() for name, value in fn(*args).items()}
+
+
+def _here(fn: Callable[..., Any], calls: Sequence[tuple[Any, ...]], cpus: float | None
+          ) -> Iterator[tuple[int, Any]]:
+    """Run the calls in this process, on `cpus` torch threads if given (torch's own count restored after)."""
+    import torch
+
+    before = torch.get_num_threads()
+    if cpus is not None:
+        torch.set_num_threads(max(1, int(cpus)))
+    try:
+        for i, args in enumerate(calls):
+            yield i, fn(*args)
+    finally:
+        torch.set_num_threads(before)
 
 
 def _call(fn: Callable[..., Any], args: tuple[Any, ...], threads: int) -> tuple[str, Any]:
@@ -269,7 +291,7 @@ def check_resources(ray: Any, executor: Executor) -> None:
     """Refuse tasks the cluster can never place (they would wait forever): more GPUs or cores than it has."""
     have = ray.cluster_resources()
     for name, need, flag in (("GPU", executor.gpus_per_task, "--gpus-per-task"),
-                             ("CPU", executor.cpus_per_task, "--cpus-per-task")):
+                             ("CPU", executor.cpus_per_task or 1, "--cpus-per-task")):
         if need > have.get(name, 0):
             raise InterpError(f"{flag} {need:g}, but the Ray cluster has {have.get(name, 0):g} {name}s in all",
                               fix=f"lower {flag}, or add nodes with {name}s to the cluster")
@@ -281,7 +303,7 @@ def _on_ray(jobs: list[tuple[Any, ...]], executor: Executor) -> Iterator[tuple[i
     ray = _import_ray()
     refs: dict[Any, int] = {}
     with executor.opened():
-        task = ray.remote(_call).options(num_cpus=executor.cpus_per_task, num_gpus=executor.gpus_per_task,
+        task = ray.remote(_call).options(num_cpus=executor.cpus_per_task or 1, num_gpus=executor.gpus_per_task,
                                          max_retries=RETRIES, retry_exceptions=False)
         refs = {task.remote(*job): i for i, job in enumerate(jobs)}
         try:

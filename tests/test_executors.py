@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 import psutil
 import pytest
+import torch
 
 from clitools import assert_user_error, run
 from interp.analyses.patch import Spec
@@ -45,10 +46,11 @@ def sweep_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 @pytest.fixture(scope="module")
 def sequential(sweep_run: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> bytes:
-    """The oracle: results.safetensors of the sweep in one process."""
+    """The oracle: results.safetensors of the sweep in one process, on one torch thread as each worker is (a CPU's
+    sums can differ in the last bits between thread counts)."""
     root, task = sweep_run
     out = tmp_path_factory.mktemp("sequential") / "out"
-    run_patch(Spec(run=root, task=task, out=out, sites="resid_pre,z", device="cpu"))
+    run_patch(Spec(run=root, task=task, out=out, sites="resid_pre,z", device="cpu", cpus_per_task=1))
     return (out / "results.safetensors").read_bytes()
 
 
@@ -132,6 +134,14 @@ def test_a_refusal_in_a_worker_is_the_same_error_on_the_driver(executor: Executo
     with pytest.raises(InterpError, match="does not exist") as refused:
         list(executor.map(verify_checkpoint, [(tmp_path / "gone",)]))
     assert refused.value.fix and "typo" in refused.value.fix
+
+
+@pytest.mark.parametrize("executor", [Executor(cpus_per_task=1), Executor(workers=2, cpus_per_task=2),
+                                      Executor(ray="local", cpus_per_task=2)], ids=["here", "workers", "ray"])
+def test_units_run_on_the_torch_threads_asked_for(executor: Executor, ray_local) -> None:
+    before = torch.get_num_threads()
+    assert list(executor.map(torch.get_num_threads, [()])) == [(0, int(executor.cpus_per_task))]
+    assert torch.get_num_threads() == before
 
 
 @pytest.mark.parametrize(("argv", "message"), [

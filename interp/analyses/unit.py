@@ -68,8 +68,9 @@ RayAddress = typing.Annotated[typing.Optional[str], Opt(
     "cluster (needs `pip install 'interp[ray]'`).", ("--ray",))]
 GpusPerTask = typing.Annotated[float, Opt("GPUs per Ray task (fractions share a GPU); with --ray.",
                                           ("--gpus-per-task",))]
-CpusPerTask = typing.Annotated[float, Opt("CPU cores (torch threads) per worker process or Ray task.",
-                                          ("--cpus-per-task",))]
+CpusPerTask = typing.Annotated[typing.Optional[float], Opt(
+    "CPU cores (torch threads) per worker process or Ray task (default 1), or of a sweep in this process (default: "
+    "torch's). Results are the same bytes at the same thread count.", ("--cpus-per-task",))]
 
 
 def help_of(field: Any) -> str:

@@ -36,7 +36,7 @@ def cache(
     workers: int = typer.Option(1, "--workers", help=help_of(Workers)),
     ray: Optional[str] = typer.Option(None, "--ray", help=help_of(RayAddress)),
     gpus_per_task: float = typer.Option(0.0, "--gpus-per-task", help=help_of(GpusPerTask)),
-    cpus_per_task: float = typer.Option(1.0, "--cpus-per-task", help=help_of(CpusPerTask)),
+    cpus_per_task: Optional[float] = typer.Option(None, "--cpus-per-task", help=help_of(CpusPerTask)),
 ) -> None:
     """Cache activations; the same request again reuses the files after checking every shard against its recorded
     sha256, shapes and dtypes (a damaged cache is recomputed, with a note). A run's checkpoints must share shapes."""

@@ -50,7 +50,7 @@ class Spec:
     workers: Workers = 1
     ray: RayAddress = None
     gpus_per_task: GpusPerTask = 0.0
-    cpus_per_task: CpusPerTask = 1.0
+    cpus_per_task: CpusPerTask = None
     force: Annotated[bool, Opt("Replace what --out holds (never a checkpoint directory).", ("--force",))] = False
 
 
