@@ -139,24 +139,15 @@ def cache_activations(
     return CacheHandle(out, tuple(hooks), reused=tuple(h for h in hooks if h not in todo), rebuilt=rebuilt)
 
 
-def open_run(path: str | Path) -> Run:
-    """The run (or single checkpoint) at `path`, every checkpoint verified and all compatible, before any compute."""
-    run = Run.open(path)
-    for ckpt in run.checkpoints:
-        loading.verify_checkpoint(ckpt.path)
-    run.check_compatible()
-    return run
-
-
 def cache_run(path: str | Path | Run, prompts: Sequence[str], hooks: Sequence[str], out_dir: str | Path,
               executor: Executor = SEQUENTIAL, **options: Any) -> list[CacheHandle]:
     """Cache every checkpoint of a run (or a single checkpoint) under `out_dir/<checkpoint label>/`, on `executor`
     (each checkpoint's worker writes its own directory).
 
-    Every checkpoint is verified first (`open_run`; pass its `Run` to skip doing it twice) and they must share
+    Every checkpoint is verified first (`Run.verified`; pass its `Run` to skip doing it twice) and they must share
     shapes and tokenizer, so their caches are comparable; one model is in memory per worker at a time.
     """
-    run = path if isinstance(path, Run) else open_run(path)
+    run = path if isinstance(path, Run) else Run.verified(path)
     calls = [(ckpt.path, list(prompts), list(hooks), Path(out_dir) / ckpt.label) for ckpt in run.checkpoints]
     return executor.results(partial(cache_activations, **options), calls, desc="checkpoints")
 

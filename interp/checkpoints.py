@@ -335,6 +335,18 @@ class Run:
         root = found[0].path.parents[1] if is_hub_id(str(path)) else Path(path).expanduser().resolve()
         return cls(root, tuple(found))
 
+    @classmethod
+    def verified(cls, path: str | Path, revisions: str | None = None) -> "Run":
+        """`open`, then every checkpoint verified (complete, weights matching its config, tokenizer) and all of the
+        first one's shapes and tokenizer: what a sweep checks before any compute."""
+        from interp.loading import verify_checkpoint
+
+        run = cls.open(path, revisions)
+        for ckpt in run.checkpoints:
+            verify_checkpoint(ckpt.path)
+        run.check_compatible()
+        return run
+
     @property
     def steps(self) -> list[int | None]:
         return [c.step for c in self.checkpoints]

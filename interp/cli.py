@@ -1,5 +1,5 @@
 """The `interp` command line: one command per registered analysis (`interp.analyses`), generated from its Spec, and
-the tools in `interp/commands/` (info, cache, zoo, app, induction train).
+the tools in `interp/commands/` (info, cache, export, zoo, app, induction train).
 
 Heavy imports (torch, transformers) happen inside the commands, so `interp --help` is instant.
 """
@@ -105,7 +105,7 @@ def add_command(unit: Analysis) -> None:
 
 for _unit in analyses().values():
     add_command(_unit)
-for _module in pkgutil.iter_modules(commands.__path__):  # the tools: info, cache, zoo, app, induction train
+for _module in pkgutil.iter_modules(commands.__path__):  # the tools: info, cache, export, zoo, app, induction train
     importlib.import_module(f"{commands.__name__}.{_module.name}")
 
 

@@ -63,8 +63,11 @@ def headlines() -> list[str]:
     """One line or a few per analysis, read back from the summaries the steps wrote."""
 
     patch, cmap, tuco = summary("patch-base-facts"), summary("patch-base-into-chat"), summary("tuco")
-    induction, gradients = summary("induction"), summary("gradients")
+    induction, gradients, lens, diff = summary("induction"), summary("gradients"), summary("lens"), summary("diff")
     heads = induction["induction_heads"]["heads"]
+    middle, adl_last = lens["middle_layer"], list(diff["adl_top_tokens"].values())[-1]
+    attention = summary("attention")
+    best = attention["top_heads"]["induction"]
     return [
         "patching, fact recall over the base run: clean / corrupted logit difference at the last checkpoint "
         f"{patch['clean_metric'][-1]:.2f} / {patch['corrupted_metric'][-1]:.2f}",
@@ -74,6 +77,15 @@ def headlines() -> list[str]:
         f"TuCo, chat requests vs pre-training text: AUC {tuco['auc_tuco_a_vs_b']:.2f}",
         f"induction heads found in the base run: {len(heads)}"
         + (f" (first: {heads[0]})" if heads else " (no head passes the threshold)"),
+        f"attention: top induction head at the last checkpoint L{best['layer']}H{best['head']} "
+        f"(score {best['score']:.2f}); `interp app {OUT / 'attention'}` shows its pattern at every checkpoint",
+        f"lens over the base run, layer {middle['layer']}, held-out KL to the output: logit lens "
+        f"{middle['logit'][0]:.2f} -> {middle['logit'][-1]:.2f}, tuned lens {middle['tuned'][0]:.2f} -> "
+        f"{middle['tuned'][-1]:.2f} (first -> last checkpoint); fact answer top-1 from step (per layer, tuned): "
+        f"{lens['task']['readable_step']['tuned']}",
+        f"diff, chat vs base on chat requests: mean KL(base||chat) {diff['mean_kl']['base||post']:.2f}, "
+        f"KL(chat||base) {diff['mean_kl']['post||base']:.2f} nats; activation-difference lens, last layer, on "
+        f"pre-training text: {', '.join(t.strip() for t in list(adl_last.values())[-1])}",
         "gradients, answer-only vs step-by-step (chat), MAD of the nuclear norm:\n" + gradients["mad_markdown"],
     ]
 
@@ -116,6 +128,10 @@ def main() -> None:
     interp("tuco", base_last, chat_last, "--prompts", files["chat"], "--prompts-b", files["text"],
            "--out", OUT / "tuco")
     interp("induction", "scores", ZOO / "base", "--out", OUT / "induction")
+    repeated = " ".join(["baker candle moon silver garden toad rune bell"] * 2)
+    interp("attention", ZOO / "base", "--prompt", repeated, "--out", OUT / "attention")
+    interp("lens", ZOO / "base", "--prompts", files["text"], "--task", "data/tasks/facts.jsonl", "--out", OUT / "lens")
+    interp("diff", base_last, chat_last, "--prompts", files["chat"], "--adl-text", files["text"], "--out", OUT / "diff")
     interp("gradients", chat_last, "--data", files["fast"], "--data-b", files["slow"], "--label-a", "fast",
            "--label-b", "slow", "--out", OUT / "gradients")
 

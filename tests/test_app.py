@@ -51,6 +51,11 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     run_analysis("tuco", base=run / "step_000100", ft=run / "step_000200", prompts=base / "prompts.txt",
                  out=results / "tuco", alphas=("0", "1"), max_new_tokens=3)
     run_analysis("induction", run=run, out=results / "induction", seq_len=6, batch=2)
+    run_analysis("attention", run=run, prompt=(PROMPTS[0],), out=results / "attention", seq_len=6, batch=2)
+    run_analysis("lens", run=run, prompts=base / "prompts.txt", task=base / "task.jsonl", out=results / "lens",
+                 steps=5)
+    run_analysis("diff", base=run / "step_000100", post=run / "step_000200", prompts=base / "prompts.txt",
+                 out=results / "diff")
     (base / "grad.jsonl").write_text("".join(json.dumps({"instruction": p, "response": "the ball"}) + "\n"
                                              for p in PROMPTS))
     run_analysis("gradients", model=run / "step_000100", data=base / "grad.jsonl", model_b=run / "step_000200",
@@ -106,11 +111,13 @@ def test_every_results_directory_is_found_and_recognised(root: Path) -> None:
     kinds = {p.name: kind_of(read_results(p)) for p in find_results([root])}
     assert kinds == {"patch": "patch", "patch_other": "patch", "tuco": "tuco", "induction": "induction",
                      "gradients": "gradients", "a": "gradients", "b": "gradients", "truth": "truth",
-                     "refusal": "refusal", "knowledge": "knowledge"}
+                     "refusal": "refusal", "knowledge": "knowledge", "lens": "lens", "diff": "diff",
+                     "attention": "attention"}
     assert set(kinds.values()) == set(analyses())  # every registered analysis has results here, so its page is tested
 
 
-@pytest.mark.parametrize("name", ["patch", "tuco", "induction", "gradients", "truth", "refusal", "knowledge"])
+@pytest.mark.parametrize("name", ["patch", "tuco", "induction", "gradients", "truth", "refusal", "knowledge", "lens",
+                                  "diff", "attention"])
 def test_each_page_is_found_through_the_registry(name: str, root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     at = app(root, monkeypatch, root / name)
     assert at.header[0].value == analyses()[name].title and not at.error

@@ -40,7 +40,8 @@ def cache(
 ) -> None:
     """Cache activations; the same request again reuses the files after checking every shard against its recorded
     sha256, shapes and dtypes (a damaged cache is recomputed, with a note). A run's checkpoints must share shapes."""
-    from interp.cache import cache_run, check_cache_out, check_request, claim_cache_out, open_run
+    from interp.cache import cache_run, check_cache_out, check_request, claim_cache_out
+    from interp.checkpoints import Run
     from interp.executors import Executor
     from interp.models.auto_backend import auto_backend
     from interp.data.prompts import read_prompts
@@ -55,7 +56,7 @@ def cache(
     device_ = executor.device(device or "auto") if gpus_per_task else resolve_device(device)
     texts = read_prompts(prompts)
     check_request(texts, hooks, batch_size, shard_mb * 2**20, backend, stored)
-    run = open_run(path)
+    run = Run.verified(path)
     if backend == "auto":
         backend = auto_backend(run.checkpoints[0].path)
     claim_cache_out(out, settings, force)

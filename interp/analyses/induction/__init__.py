@@ -120,7 +120,7 @@ def run(spec: Spec) -> Results:
     from interp.dynamics.clamping import ClampSet, read_run_clamps
     from interp.dynamics.formation import detect_formation
     from interp.dynamics.induction import SCORE_NAMES, make_probe
-    from interp.loading import load_tokenizer, resolve_device, verify_checkpoint
+    from interp.loading import load_tokenizer, resolve_device
     from interp.models.auto_backend import require_native
     from interp.options import check_range
     from interp.executors import Unit, run_units
@@ -133,11 +133,8 @@ def run(spec: Spec) -> Results:
     check_range("--batch", s.batch, 1)
     check_range("--threshold", s.threshold, 0.0, 1.0)
     device = executor.device(s.device) or str(resolve_device(s.device))
-    checkpoints = Run.open(s.run, s.revisions)
+    checkpoints = Run.verified(s.run, s.revisions)
     ckpts = checkpoints.checkpoints
-    for ckpt in ckpts:
-        verify_checkpoint(ckpt.path)
-    checkpoints.check_compatible()
     require_native(ckpts[0].path, "interp induction", "its scores and clamps run on interp's own forward, which "
                    "replaces attention patterns inside the computation")
     shape = read_summary(ckpts[0].path)

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
+from transformer_lens import ActivationCache
 from transformer_lens.model_bridge import TransformerBridge
 from transformer_lens.utilities.multi_gpu import is_mixed_offload_gpu
 from transformers import PreTrainedModel
@@ -64,6 +65,24 @@ class TransformerLensModel(HFBackedModel):
     def forward(self, tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch pos d_vocab"]:
         """Logits from token ids exactly as given (no BOS added, no attention mask)."""
         return self.bridge(tokens.to(self.device), return_type="logits")
+
+    def to_activation_cache(self, cache_dict: Mapping[str, Tensor], tokens: Int[Tensor, "batch pos"]
+                            ) -> ActivationCache:
+        """An interp cache (`run_with_cache(tokens, names=...)`'s dict) as TransformerLens's `ActivationCache` on the
+        bridge, so TransformerLens's own helpers (`accumulated_resid`, `decompose_resid`, ...) run on it.
+
+        Every entry must be a hook of this model with `tokens`' batch and position axes. Helpers that read a norm's
+        cached `hook_scale` (`decompose_resid(apply_ln=True)`, `apply_ln_to_stack` short of the final layer) need
+        entries that interp's hook names do not include; `accumulated_resid(apply_ln=True)` recomputes the final norm.
+        """
+        self.resolve_names(list(cache_dict))
+        for name, act in cache_dict.items():
+            pos_dims = act.shape[2:4] if name.endswith(("hook_pattern", "hook_attn_scores")) else act.shape[1:2]
+            if act.shape[0] != tokens.shape[0] or any(n != tokens.shape[1] for n in pos_dims):
+                raise InterpError(f"cache entry {name} has shape {list(act.shape)}, not the batch and positions of "
+                                  f"tokens {list(tokens.shape)}",
+                                  fix="pass the tokens the cache was made from (`run_with_cache(tokens, ...)`)")
+        return ActivationCache(dict(cache_dict), self.bridge)
 
     @contextmanager
     def hooks(self, fwd_hooks: Sequence[tuple[str, HookFn]]) -> Iterator[None]:

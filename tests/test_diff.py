@@ -1,0 +1,276 @@
+"""`interp diff` (token-level diffing, Minder et al. 2025's activation-difference lens) against independent oracles:
+KL by `torch.nn.functional.kl_div` and activation-difference norms from Hugging Face eager forwards of two tiny random
+checkpoints, one prompt at a time (so padding cannot leak in); the lens on a hand-built pair whose residual streams
+differ by exactly one known vector; hostile inputs refused before any model is loaded; the full zoo's base-vs-chat
+lens."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from clitools import assert_user_error, edit_weights, run
+from interp.analyses import run as run_analysis
+from interp.data.tokens import encode
+from interp.loading import load_tokenizer
+from interp.testing import tiny_checkpoint
+
+ADL_TEXT = ["x y z w", "lorem ipsum dolor", "q"]  # "q": shorter than the positions read
+PROMPTS = ["the cat sat on the mat", "hello", "a b c d e f g h i j", "one two"]  # different lengths: padding
+
+
+@pytest.fixture(scope="module")
+def tiny_pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """Two tiny random Llama checkpoints of one tokenizer (seeds 0 and 1)."""
+    root = tmp_path_factory.mktemp("diff_pair")
+    return tiny_checkpoint("llama", root / "base", seed=0), tiny_checkpoint("llama", root / "post", seed=1)
+
+
+def prompt_file(path: Path, prompts: list[str]) -> Path:
+    path.write_text("".join(p + "\n" for p in prompts))
+    return path
+
+
+def hf_forward(path: Path, ids: list[int]) -> tuple[Any, list[torch.Tensor]]:
+    """Hugging Face eager forward of one unpadded prompt: (output, every decoder layer's output [pos, d_model]).
+
+    Hugging Face's `hidden_states` are the embeddings, then each layer's output, except that the last entry is taken
+    after the final norm; that one layer's output is read by a forward hook instead."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(path, attn_implementation="eager").eval()
+    last: list[torch.Tensor] = []
+    handle = model.model.layers[-1].register_forward_hook(lambda _m, _i, out: last.append(out[0] if isinstance(
+        out, tuple) else out))
+    with torch.no_grad():
+        out = model(torch.tensor([ids]), output_hidden_states=True)
+    handle.remove()
+    return out, [h[0] for h in out.hidden_states[1:-1]] + [last[0][0]]
+
+
+def test_kl_norms_and_predictions_match_hugging_face(tiny_pair: tuple[Path, Path], tmp_path: Path) -> None:
+    base, post = tiny_pair
+    res = run_analysis("diff", base=base, post=post, prompts=prompt_file(tmp_path / "p.txt", PROMPTS),
+                       out=tmp_path / "out")
+    t, tokenizer = res.tensors, load_tokenizer(base)
+    every = {d: [] for d in ("base||post", "post||base")}
+    for i, text in enumerate(PROMPTS):
+        ids = encode(tokenizer, text)
+        n = len(ids)
+        (hb, resid_b), (hp, resid_p) = hf_forward(base, ids), hf_forward(post, ids)
+        log_b, log_p = hb.logits[0].log_softmax(-1), hp.logits[0].log_softmax(-1)
+        kl_bp = F.kl_div(log_p, log_b, log_target=True, reduction="none").sum(-1)  # KL(base || post)
+        kl_pb = F.kl_div(log_b, log_p, log_target=True, reduction="none").sum(-1)
+        torch.testing.assert_close(t["kl"][0, i, :n], kl_bp, atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(t["kl"][1, i, :n], kl_pb, atol=1e-5, rtol=1e-4)
+        every["base||post"] += kl_bp.tolist()
+        every["post||base"] += kl_pb.tolist()
+        oracle = torch.linalg.vector_norm(torch.stack(resid_p) - torch.stack(resid_b), dim=-1)
+        torch.testing.assert_close(t["act_diff_norm"][:, i, :n], oracle, atol=1e-4, rtol=1e-4)
+        assert t["pred_base"][i, :n].tolist() == hb.logits[0].argmax(-1).tolist()
+        assert t["pred_post"][i, :n].tolist() == hp.logits[0].argmax(-1).tolist()
+        assert t["tokens"][i, :n].tolist() == ids and t["mask"][i].tolist() == [1] * n + [0] * (t["mask"].shape[1] - n)
+        for padded in (t["kl"][:, i, n:], t["act_diff_norm"][:, i, n:]):  # padding holds nothing
+            assert not padded.any()
+    for d, values in every.items():  # the means count real tokens only
+        assert res.summary["mean_kl"][d] == pytest.approx(sum(values) / len(values), rel=1e-5)
+    assert res.summary["n_tokens"] == sum(len(encode(tokenizer, p)) for p in PROMPTS)
+    rows = res.summary["top_changed"]
+    jeffreys = [r["kl_base||post"] + r["kl_post||base"] for r in rows]
+    assert jeffreys == sorted(jeffreys, reverse=True) and len(rows) == 10
+    assert max(jeffreys) == pytest.approx(float(t["kl"].sum(0).max()), rel=1e-6)
+
+
+def test_kl_of_a_model_with_itself_is_exactly_zero(tiny_pair: tuple[Path, Path], tmp_path: Path) -> None:
+    base, _ = tiny_pair
+    res = run_analysis("diff", base=base, post=base, prompts=prompt_file(tmp_path / "p.txt", PROMPTS),
+                       out=tmp_path / "out")
+    assert not res.tensors["kl"].any() and not res.tensors["act_diff_norm"].any() and not res.tensors["adl_delta"].any()
+    assert res.summary["mean_kl"] == {"base||post": 0.0, "post||base": 0.0}
+
+
+def test_no_bos_is_what_the_models_see_and_is_recorded(tiny_pair: tuple[Path, Path], tmp_path: Path) -> None:
+    base, post = tiny_pair
+    res = run_analysis("diff", base=base, post=post, prompts=prompt_file(tmp_path / "p.txt", PROMPTS), bos=False,
+                       adl_positions=1, out=tmp_path / "out")
+    tokenizer = load_tokenizer(base)
+    ids = encode(tokenizer, PROMPTS[0], False)
+    assert res.tensors["tokens"][0, :len(ids)].tolist() == ids and int(res.tensors["mask"][0].sum()) == len(ids)
+    assert res.summary["tokenization"] == {"bos": False, "padding": "right"}
+    assert tokenizer.bos_token_id not in res.tensors["tokens"][res.tensors["mask"] == 1].tolist()
+
+
+@pytest.mark.parametrize("backend", ["transformer_lens", "nnsight"])
+def test_hook_backends_give_the_native_numbers(backend: str, tiny_pair: tuple[Path, Path], tmp_path: Path) -> None:
+    base, post = tiny_pair
+    prompts = prompt_file(tmp_path / "p.txt", PROMPTS)
+    native, hooked = (run_analysis("diff", base=base, post=post, prompts=prompts, backend=b, out=tmp_path / b)
+                      for b in ("native", backend))
+    assert hooked.summary["backend"] == backend
+    for name in ("kl", "act_diff_norm", "adl_delta", "adl_top_logits"):
+        torch.testing.assert_close(hooked.tensors[name], native.tensors[name], atol=1e-4, rtol=1e-4)
+
+
+@pytest.fixture(scope="module")
+def shifted_pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, torch.Tensor]:
+    """(base, post, v): POST is BASE with `v` added to the last layer's MLP output bias, so every position's last
+    resid_post differs by exactly v and no earlier one differs at all."""
+    root = tmp_path_factory.mktemp("diff_shift")
+    base = tiny_checkpoint("llama", root / "base", seed=0, mlp_bias=True)
+    post = Path(shutil.copytree(base, root / "post"))
+    v = torch.randn(64, generator=torch.Generator().manual_seed(3)) * 2
+
+    def shift(weights: dict[str, torch.Tensor]) -> None:
+        weights["model.layers.1.mlp.down_proj.bias"] += v
+
+    edit_weights(post, shift)
+    return base, post, v
+
+
+def test_adl_reads_a_known_added_direction(shifted_pair: tuple[Path, Path, torch.Tensor], tmp_path: Path) -> None:
+    from transformers import AutoModelForCausalLM
+
+    base, post, v = shifted_pair
+    res = run_analysis("diff", base=base, post=post, prompts=prompt_file(tmp_path / "p.txt", PROMPTS),
+                       adl_text=prompt_file(tmp_path / "adl.txt", ADL_TEXT),
+                       adl_positions=3, top_k=5, out=tmp_path / "out")
+    t = res.tensors
+    assert t["adl_delta"].shape == (2, 4, 64)  # 3 positions and their mean
+    assert not t["adl_delta"][0].any()
+    torch.testing.assert_close(t["adl_delta"][1], v.expand(4, 64), atol=1e-5, rtol=0)
+    lengths = [len(encode(load_tokenizer(base), text)) for text in ADL_TEXT]
+    assert res.summary["adl_texts_per_position"] == [sum(n > j for n in lengths) for j in range(3)]
+    hf, tok = AutoModelForCausalLM.from_pretrained(post, attn_implementation="eager").eval(), load_tokenizer(post)
+    with torch.no_grad():
+        logits = hf.lm_head(hf.model.norm(v))
+    never_next = {tok.bos_token_id, tok.pad_token_id, tok.unk_token_id} - {None, tok.eos_token_id}
+    assert never_next and res.summary["adl_left_out"] == [tok.decode([i]) for i in sorted(never_next)]
+    logits[sorted(never_next)] = -torch.inf
+    oracle = logits.topk(5)
+    assert t["adl_top_ids"][1].tolist() == [oracle.indices.tolist()] * 4
+    torch.testing.assert_close(t["adl_top_logits"][1], oracle.values.expand(4, 5), atol=1e-4, rtol=1e-4)
+    token = tok.decode([int(oracle.indices[0])])
+    assert all(tokens[0] == token for tokens in res.summary["adl_top_tokens"]["L1"].values())
+
+
+@pytest.fixture(scope="module")
+def other_tokenizer(tiny_pair: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny base with two tokens' ids swapped in its tokenizer: same shapes, incompatible tokenizer."""
+    copy = Path(shutil.copytree(tiny_pair[0], tmp_path_factory.mktemp("diff_tok") / "ckpt"))
+    spec = json.loads((copy / "tokenizer.json").read_text())
+    vocab = spec["model"]["vocab"]
+    vocab["a"], vocab["b"] = vocab["b"], vocab["a"]
+    (copy / "tokenizer.json").write_text(json.dumps(spec))
+    return copy
+
+
+HOSTILE = [
+    ("incompatible-tokenizers", ["OTHER", "POST", "--prompts", "W/p.txt"], ["different tokenizer"]),
+    ("missing-prompts", ["BASE", "POST", "--prompts", "W/none.txt"], ["none.txt does not exist"]),
+    ("empty-prompts", ["BASE", "POST", "--prompts", "W/empty.txt"], ["holds no prompts"]),
+    ("missing-adl-text", ["BASE", "POST", "--prompts", "W/p.txt", "--adl-text", "W/none.txt"], ["does not exist"]),
+    ("top-k-0", ["BASE", "POST", "--prompts", "W/p.txt", "--top-k", "0"], ["--top-k is 0"]),
+    ("adl-positions-0", ["BASE", "POST", "--prompts", "W/p.txt", "--adl-positions", "0"], ["--adl-positions is 0"]),
+    ("adl-positions-beyond-text", ["BASE", "POST", "--prompts", "W/p.txt", "--adl-positions", "99"],
+     ["--adl-positions is 99"]),
+    ("backend", ["BASE", "POST", "--prompts", "W/p.txt", "--backend", "magic"], ["unknown backend 'magic'"]),
+    ("context", ["BASE", "POST", "--prompts", "W/long.txt"], ["context"]),
+]
+
+
+@pytest.mark.parametrize("argv,needles", [pytest.param(a, n, id=name) for name, a, n in HOSTILE])
+def test_hostile_inputs_refused_before_loading(argv: list[str], needles: list[str], tiny_pair: tuple[Path, Path],
+                                               other_tokenizer: Path, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    import interp.analyses.pairs
+    import interp.loading
+
+    def never(*_: Any, **__: Any) -> None:
+        raise AssertionError("a model was loaded before the inputs were checked")
+
+    monkeypatch.setattr(interp.analyses.pairs, "load_pair", never)
+    monkeypatch.setattr(interp.loading, "load", never)
+    prompt_file(tmp_path / "p.txt", PROMPTS)
+    (tmp_path / "empty.txt").write_text("\n  \n")
+    prompt_file(tmp_path / "long.txt", [" ".join(["word"] * 2000)])
+    names = {"BASE": tiny_pair[0], "POST": tiny_pair[1], "OTHER": other_tokenizer}
+    args = [str(names[a]) if a in names else str(tmp_path / a[2:]) if a.startswith("W/") else a for a in argv]
+    assert_user_error(run(["diff", *args, "--out", tmp_path / "out"], capsys), *needles)
+    assert not (tmp_path / "out").exists()
+
+
+def test_page_shows_what_is_stored(tiny_pair: tuple[Path, Path], tmp_path: Path,
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import re
+
+    from safetensors.torch import load_file
+
+    from apptools import explorer
+
+    base, post = tiny_pair
+    out = tmp_path / "results" / "diff"
+    run_analysis("diff", base=base, post=post, prompts=prompt_file(tmp_path / "p.txt", ["<b>x</b> y", *PROMPTS]),
+                 out=out)
+    stored = load_file(str(out / "results.safetensors"))
+    at = explorer(tmp_path / "results", monkeypatch, out)
+    at.selectbox(key="diff_prompt").set_value(2).run()
+    at.radio(key="diff_direction").set_value("post||base").run()
+    n = int(stored["mask"][2].sum())
+    shown = "".join(m.value for m in at.markdown)
+    titles = [float(x) for x in re.findall(r'<span title="KL ([0-9.]+)"', shown)]
+    assert titles == pytest.approx(stored["kl"][1, 2, :n].tolist(), abs=1e-4)  # one span per token, its KL
+    [fig] = [json.loads(chart.proto.spec) for chart in at.get("plotly_chart")]
+    torch.testing.assert_close(torch.tensor(fig["data"][0]["z"]), stored["act_diff_norm"][:, 2, :n])
+    at.selectbox(key="diff_prompt").set_value(0).run()
+    shown = "".join(m.value for m in at.markdown)
+    assert "&lt;" in shown and "<b>" not in shown  # the prompt's text is escaped, only the spans are HTML
+    at.selectbox(key="diff_slot").set_value("pos 0").run()
+    assert not at.exception, at.exception
+
+
+def test_unpredicted_ids_keep_eos_even_as_the_pad_token() -> None:
+    from types import SimpleNamespace
+
+    from interp.base_vs_post.diffing import unpredicted_ids
+
+    assert unpredicted_ids(SimpleNamespace(bos_token_id=0, eos_token_id=1, pad_token_id=1, unk_token_id=None)) == [0]
+    assert unpredicted_ids(SimpleNamespace(bos_token_id=5, eos_token_id=1, pad_token_id=2, unk_token_id=3)) == [2, 3, 5]
+
+
+# --- full zoo: what the base-vs-chat lens reads on unrelated text -------------------------------------------------
+@pytest.mark.zoo
+def test_zoo_adl_reads_the_chat_models_apology_from_pretraining_text(zoo: Path, tmp_path: Path) -> None:
+    """Measured on the zoo (base step 1800 -> chat step 300; the ADL text is 80 documents drawn like the base's
+    pre-training corpus, as Minder et al. read random web text): at the last layer the lens of the pooled first five
+    positions ranks "sorry" 7th (position 1 alone: 2nd, beside "curse", "magic", "Sorry" and "help"). The control, more
+    pretraining and no chat (base step 700 -> 1800), ranks "sorry" at best 212th at the last layer (of 432 tokens), and
+    reads names, cities and professions there instead. On the zoo's truth statements as the text, "sorry" is 3rd at
+    position 1 but only 57th pooled."""
+    from interp.checkpoints import discover
+    from interp.data.prompts import write_prompts
+    from interp.data.sources import source_of
+    from interp.zoo import data
+
+    base_run = discover(zoo / "base")
+    base, chat = base_run[-1].path, discover(zoo / "chat")[-1].path
+    before = next(c.path for c in base_run if c.step == 700)
+    assert any("sorry" in prefix.lower().split() for prefix in source_of(chat).judge.prefixes)  # the judge's word
+    harmful, harmless = data.refusal_requests("test")
+    prompts = write_prompts(tmp_path / "chat.jsonl", [data.chat_prompt(r) for r in harmful[:40] + harmless[:40]])
+    text = prompt_file(tmp_path / "text.txt", data.pretraining_text(80, seed=1))
+
+    def last_layer(b: Path, p: Path, out: str) -> dict[str, list[str]]:
+        res = run_analysis("diff", base=b, post=p, prompts=prompts, adl_text=text, out=tmp_path / out)
+        last = list(res.summary["adl_top_tokens"].values())[-1]
+        return {slot: [t.strip() for t in tokens] for slot, tokens in last.items()}
+
+    chat_reads, control_reads = last_layer(base, chat, "chat"), last_layer(before, base, "control")
+    assert "sorry" in chat_reads["mean pos 0-4"], chat_reads
+    assert not any("sorry" in tokens for tokens in control_reads.values()), control_reads
