@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from interp.checkpoints import discover
+from interp.results import read_results
 
 ZOO = Path("data/zoo")
 OUT = Path("out/demo")
@@ -68,6 +69,8 @@ def headlines() -> list[str]:
     middle, adl_last = lens["middle_layer"], list(diff["adl_top_tokens"].values())[-1]
     attention = summary("attention")
     best = attention["top_heads"]["induction"]
+    chain = read_results(OUT / "chain-diff")
+    chain_kl = zip((pair["label"] for pair in chain.summary["pairs"]), chain.tensors["mean_kl_base_post"].tolist())
     return [
         "patching, fact recall over the base run: clean / corrupted logit difference at the last checkpoint "
         f"{patch['clean_metric'][-1]:.2f} / {patch['corrupted_metric'][-1]:.2f}",
@@ -86,6 +89,8 @@ def headlines() -> list[str]:
         f"diff, chat vs base on chat requests: mean KL(base||chat) {diff['mean_kl']['base||post']:.2f}, "
         f"KL(chat||base) {diff['mean_kl']['post||base']:.2f} nats; activation-difference lens, last layer, on "
         f"pre-training text: {', '.join(t.strip() for t in list(adl_last.values())[-1])}",
+        "chain of the chat run's checkpoints, mean KL(base||post) per pair: "
+        + ", ".join(f"{label} {kl:.2f}" for label, kl in chain_kl),
         "gradients, answer-only vs step-by-step (chat), MAD of the nuclear norm:\n" + gradients["mad_markdown"],
     ]
 
@@ -132,6 +137,8 @@ def main() -> None:
     interp("attention", ZOO / "base", "--prompt", repeated, "--out", OUT / "attention")
     interp("lens", ZOO / "base", "--prompts", files["text"], "--task", "data/tasks/facts.jsonl", "--out", OUT / "lens")
     interp("diff", base_last, chat_last, "--prompts", files["chat"], "--adl-text", files["text"], "--out", OUT / "diff")
+    interp("chain", "diff", ZOO / "chat", "--set", f"prompts={files['chat']}", "--set", f"adl-text={files['text']}",
+           "--out", OUT / "chain-diff")
     interp("gradients", chat_last, "--data", files["fast"], "--data-b", files["slow"], "--label-a", "fast",
            "--label-b", "slow", "--out", OUT / "gradients")
 

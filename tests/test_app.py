@@ -56,6 +56,7 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
                  steps=5)
     run_analysis("diff", base=run / "step_000100", post=run / "step_000200", prompts=base / "prompts.txt",
                  out=results / "diff")
+    run_analysis("chain", analysis="diff", run=run, set=(f"prompts={base / 'prompts.txt'}",), out=results / "chain")
     (base / "grad.jsonl").write_text("".join(json.dumps({"instruction": p, "response": "the ball"}) + "\n"
                                              for p in PROMPTS))
     run_analysis("gradients", model=run / "step_000100", data=base / "grad.jsonl", model_b=run / "step_000200",
@@ -112,12 +113,12 @@ def test_every_results_directory_is_found_and_recognised(root: Path) -> None:
     assert kinds == {"patch": "patch", "patch_other": "patch", "tuco": "tuco", "induction": "induction",
                      "gradients": "gradients", "a": "gradients", "b": "gradients", "truth": "truth",
                      "refusal": "refusal", "knowledge": "knowledge", "lens": "lens", "diff": "diff",
-                     "attention": "attention"}
+                     "attention": "attention", "chain": "chain", "step_000100__step_000200": "diff"}
     assert set(kinds.values()) == set(analyses())  # every registered analysis has results here, so its page is tested
 
 
 @pytest.mark.parametrize("name", ["patch", "tuco", "induction", "gradients", "truth", "refusal", "knowledge", "lens",
-                                  "diff", "attention"])
+                                  "diff", "attention", "chain"])
 def test_each_page_is_found_through_the_registry(name: str, root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     at = app(root, monkeypatch, root / name)
     assert at.header[0].value == analyses()[name].title and not at.error

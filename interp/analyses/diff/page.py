@@ -3,27 +3,27 @@ and the activation-difference lens's top tokens per layer (Minder et al. 2025)."
 
 from __future__ import annotations
 
-import html
 from pathlib import Path
 from typing import Sequence
 
+import plotly.graph_objects as go
 import streamlit as st
 
-from interp.analyses.widgets import axes_of, heatmap, literal
+from interp.analyses.widgets import axes_of, heatmap, literal, plotly_text
 from interp.results import Results
 
 
-def kl_colour(value: float, top: float) -> str:
-    """White (no change) to red (the largest KL shown), as a CSS colour."""
-    fade = round(255 * (1 - min(value / top, 1.0))) if top > 0 else 255
-    return f"rgb(255,{fade},{fade})"
-
-
-def coloured_text(tokens: Sequence[str], values: Sequence[float], top: float) -> str:
-    """HTML spans, one per token (escaped), its background by `kl_colour` and its KL in the tooltip."""
-    spans = [f'<span title="KL {v:.4f}" style="background:{kl_colour(v, top)};color:black;white-space:pre-wrap">'
-             f"{html.escape(t)}</span>" for t, v in zip(tokens, values)]
-    return '<div style="line-height:1.9;font-family:monospace">' + "".join(spans) + "</div>"
+def kl_text(tokens: Sequence[str], values: Sequence[float], top: float, width: int = 12) -> go.Figure:
+    """The prompt as a grid of its tokens (`width` a row, read left to right, top to bottom), each cell coloured from
+    white (no change) to red (`top`, the largest KL shown), its KL on hover; tokens escaped as plotly text."""
+    rows = [list(range(i, min(i + width, len(tokens)))) for i in range(0, len(tokens), width)]
+    z = [[values[j] for j in row] + [None] * (width - len(row)) for row in rows]
+    text = [[plotly_text(tokens[j]) for j in row] + [""] * (width - len(row)) for row in rows]
+    fig = go.Figure(go.Heatmap(z=z, text=text, texttemplate="%{text}", colorscale="Reds", zmin=0, zmax=top or 1.0,
+                               hovertemplate="%{text}: KL %{z:.4f}<extra></extra>", xgap=1, ygap=1))
+    fig.update_layout(yaxis={"autorange": "reversed", "showticklabels": False},
+                      xaxis={"showticklabels": False}, height=60 + 40 * len(rows))
+    return fig
 
 
 def render(results: Results, found: list[Path]) -> None:
@@ -39,7 +39,7 @@ def render(results: Results, found: list[Path]) -> None:
     top = float(t["kl"][d].max())
     st.caption(literal(f"KL({direction}) of the next-token distributions after each token; red = {top:.4f} nats "
                        f"(the largest over all prompts); mean over all tokens: {s['mean_kl'][direction]:.4f}"))
-    st.markdown(coloured_text(tokens, values, top), unsafe_allow_html=True)
+    st.plotly_chart(kl_text(tokens, values, top), key="diff_text")
     st.subheader("Tokens whose predictions changed most")
     st.dataframe(s["top_changed"], key="diff_changed")
     layers = [f"L{layer}" for layer in axes_of(results, "act_diff_norm")["layer"]]
