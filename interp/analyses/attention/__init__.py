@@ -157,13 +157,6 @@ def attend_checkpoint(checkpoint: Path, inputs: Inputs, device: str) -> dict[str
     return out
 
 
-def verified_run(path: Path, revisions: Optional[str]) -> tuple[Any, ...]:
-    """The run's checkpoints, each verified (weights match config.json, tokenizer) and compatible with the first."""
-    from interp.checkpoints import Run
-
-    return Run.verified(path, revisions).checkpoints
-
-
 def run(spec: Spec) -> Results:
     """Read every checkpoint's attention patterns on the prompts, score its heads, and write the results directory.
 
@@ -174,7 +167,7 @@ def run(spec: Spec) -> Results:
     """
     import torch
 
-    from interp.checkpoints import read_summary, run_location, vouch
+    from interp.checkpoints import Run, read_summary, run_location, vouch
     from interp.data.tokens import check_bos, encode
     from interp.dynamics.induction import make_probe
     from interp.executors import Unit, run_units
@@ -189,7 +182,7 @@ def run(spec: Spec) -> Results:
     executor = executor_of(spec)
     check_range("--batch", s.batch, 1)
     device = executor.device(s.device) or str(resolve_device(s.device))
-    ckpts = verified_run(s.run, s.revisions)
+    ckpts = Run.verified(s.run, s.revisions).checkpoints
     shape = read_summary(ckpts[0].path)
     layers = parse_int_list("--layers", s.layers, 0, shape.n_layers - 1) or list(range(shape.n_layers))
     tokenizer = load_tokenizer(ckpts[0].path)
