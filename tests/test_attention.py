@@ -5,6 +5,7 @@ recorded, hostile inputs refused before compute, and the explorer page showing e
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from clitools import assert_user_error, run
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from interp.analyses import run as run_analysis
+from interp.errors import InterpError
 from interp.results import read_results
 from interp.testing import tiny_checkpoint
 
@@ -185,10 +187,71 @@ def test_page_shows_the_stored_pattern_and_scores(written: Path, monkeypatch: py
     assert [m.value for m in at.metric] == [f"{float(t[name][0, 1, 2]):.3f}" for name in res.summary["scores"]]
     torch.testing.assert_close(torch.tensor(curves["data"][0]["y"]), t["induction"][:, 1, 2])
     assert curves["layout"]["shapes"][0]["x0"] == 100  # the current checkpoint is marked
-    at.text_input(key="attn_new_prompt").input("a new 'prompt'").run()
-    [command] = at.code
-    assert command.value.startswith(f"interp attention {res.summary['run']} --prompt 'a new '\"'\"'prompt'\"'\"''")
-    assert "--seq-len 6 --batch 2 --seed 0" in command.value and not at.exception
+    assert not at.exception
+
+
+def test_page_computes_a_new_prompt_through_the_unit(written: Path, tiny_run: Path, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Typing a prompt and clicking writes a new results directory beside the shown one (by the unit's `run`, with
+    the shown results' settings), whose patterns equal Hugging Face's for that prompt, and shows them; a second
+    click reuses it; an unrelated directory at that name is never overwritten."""
+    from apptools import explorer
+
+    shown = shutil.copytree(written, tmp_path / "attention", ignore=shutil.ignore_patterns("partial"))
+    at = explorer(tmp_path, monkeypatch, shown)
+    text = "the moon likes <b>my</b> ball"
+    at.text_input(key="attn_prompt_text").input(text)
+    at.button(key="attn_compute").click().run()
+    assert not at.exception and not at.error, (at.exception, at.error)
+    [new] = [p for p in tmp_path.iterdir() if p.name.startswith("attention-prompt-")]
+    res = read_results(new)
+    assert res.summary["prompts"] == [text] and res.summary["probe"]["seq_len"] == 6
+    for c, ckpt in enumerate(sorted(tiny_run.iterdir())):
+        torch.testing.assert_close(res.tensors["patterns"][c, 0], hf_attentions(ckpt, text), atol=1e-5, rtol=0)
+    n = int(res.tensors["prompt_lengths"][0])
+    at.select_slider(key="attn_new_ckpt").set_value("step 100").run()
+    heatmap = json.loads(at.get("plotly_chart")[2].proto.spec)  # the shown pattern, its curves, then the new one
+    torch.testing.assert_close(torch.tensor(heatmap["data"][0]["z"]), res.tensors["patterns"][0, 0, 0, 0, :n, :n])
+    stamp = (new / "summary.json").stat().st_mtime_ns
+    at.button(key="attn_compute").click().run()
+    assert (new / "summary.json").stat().st_mtime_ns == stamp and not at.exception
+    at.text_input(key="attn_prompt_text").input("   ")
+    at.button(key="attn_compute").click().run()
+    assert "prompt 1 is empty" in at.error[0].value and len(at.get("plotly_chart")) == 2
+
+
+def test_page_refuses_a_new_prompt_when_the_checkpoints_moved(tiny_run: Path, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    from apptools import explorer
+
+    run_dir = shutil.copytree(tiny_run, tmp_path / "run")
+    shown = tmp_path / "results" / "attention"
+    run_analysis("attention", run=run_dir, prompt=(PROMPTS[0],), out=shown, layers="0", seq_len=6, batch=2)
+    run_dir.rename(tmp_path / "moved")
+    at = explorer(tmp_path / "results", monkeypatch, shown)
+    at.text_input(key="attn_prompt_text").input(PROMPTS[1])
+    at.button(key="attn_compute").click().run()
+    assert "is no longer there" in at.error[0].value and not at.exception
+    assert [p.name for p in shown.parent.iterdir()] == ["attention"]
+
+
+def test_spec_for_a_new_prompt_refuses_changed_checkpoints(tiny_run: Path, tmp_path: Path) -> None:
+    """A checkpoint added to the run, or other weights at a recorded path, are refused before any compute."""
+    from interp.analyses.attention import Spec
+
+    run_dir = shutil.copytree(tiny_run, tmp_path / "run")
+    res = run_analysis("attention", run=run_dir, prompt=(PROMPTS[0],), out=tmp_path / "a", layers="0", seq_len=6,
+                       batch=2)
+    spec = Spec.for_prompt(res, PROMPTS[1])
+    assert (spec.layers, spec.seq_len, spec.batch, spec.bos, spec.prompt) == ("0", 6, 2, True, (PROMPTS[1],))
+    assert spec.out.parent == tmp_path and not spec.out.exists()
+    shutil.copytree(run_dir / "step_000200", run_dir / "step_000300")
+    with pytest.raises(InterpError, match="now holds 3 checkpoint"):
+        Spec.for_prompt(res, PROMPTS[1])
+    shutil.rmtree(run_dir / "step_000300")
+    tiny_checkpoint("llama", run_dir / "step_000200", seed=7)
+    with pytest.raises(InterpError, match="changed since"):
+        Spec.for_prompt(res, PROMPTS[1])
 
 
 @pytest.mark.zoo

@@ -13,6 +13,7 @@ the checkpoints' own attention).
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,6 +62,41 @@ class Spec:
     ray: RayAddress = None
     gpus_per_task: GpusPerTask = 0.0
     cpus_per_task: CpusPerTask = None
+
+    @classmethod
+    def for_prompt(cls, results: Results, prompt: str) -> Spec:
+        """The Spec reading `prompt` on the run, checkpoints, layers, probe and BOS policy `results` recorded, into a
+        sibling directory named by a hash of those settings and the prompt (the explorer's "new prompt"); refused
+        before any compute when the prompt is blank or the checkpoints are no longer those the results read."""
+        summary, probe = results.summary, results.summary["probe"] or {}
+        digest = hashlib.sha256(json.dumps([summary["settings_sha256"], prompt]).encode()).hexdigest()[:16]
+        spec = cls(run=Path(summary["run"]), out=results.path.parent / f"{results.path.name[:200]}-prompt-{digest}",
+                   prompt=(prompt,), layers=summary["layers_option"], revisions=summary["revisions"],
+                   bos=summary["tokenization"]["bos"], **{key: probe[key] for key in ("seq_len", "batch", "seed")
+                                                          if key in probe})
+        prompt_texts(spec)
+        check_recorded_checkpoints(summary)
+        return spec
+
+
+def check_recorded_checkpoints(summary: dict[str, Any]) -> None:
+    """Refuse a run whose checkpoints are no longer those `summary` recorded: one moved or deleted, one added or
+    removed, or other weights at a recorded path."""
+    from interp.checkpoints import run_checkpoints, weights_sha256
+
+    recorded = [entry for entry in summary["inputs"] if entry["role"] == "checkpoint"]
+    rerun = f"rerun `interp attention` on {summary['run']} as it is now"
+    for entry in recorded:
+        if not Path(entry["path"]).is_dir():
+            raise InterpError(f"checkpoint {entry['path']}, which these results read, is no longer there",
+                              fix=f"move it back, or {rerun}")
+    found = [str(c.path) for c in run_checkpoints(summary["run"], summary["revisions"])]
+    if found != [entry["path"] for entry in recorded]:
+        raise InterpError(f"{summary['run']} now holds {len(found)} checkpoint(s), not the {len(recorded)} these "
+                          "results read", fix=rerun)
+    for entry in recorded:
+        if weights_sha256(entry["path"]) != entry["sha256"]:
+            raise InterpError(f"the weights of {entry['path']} changed since these results were written", fix=rerun)
 
 
 def prompt_texts(spec: Spec) -> list[str]:
