@@ -7,9 +7,12 @@ as published suites name them: `stepN` (Pythia), `step_N` / `step-N` (OLMo-2-Ins
 may instead hold a Hugging Face cache of that revision (Pythia's README: `from_pretrained(..., revision="step3000",
 cache_dir="RUN/step3000")`); its snapshot is the checkpoint. A run may list its checkpoints instead, in a
 `checkpoints.json` manifest: `{"checkpoints": [{"path": "relative/or/absolute", "step": 100}, ...]}` (a bare list
-also works), or in a `checkpoints.csv` catalogue as OLMo publishes them (`Step,Checkpoint Directory` rows, the
-directory a URL or path; a `path`, `directory` or `revision` column works too): each row is found in the run directory
-by its path or its last path component (`step1000-unsharded`), and rows not downloaded are skipped. A single
+also works; `step` optional, else read from the directory name). A manifest is read in its listed order, which every
+sweep and chain keeps (a chain base/step_001800 -> chat/step_000017 is not re-sorted by step); only checkpoints of one
+directory listed against their training order are refused, a mistake rather than a statement. Or in a
+`checkpoints.csv` catalogue as OLMo publishes them (`Step,Checkpoint Directory` rows, the directory a URL or path; a
+`path`, `directory` or `revision` column works too): each row is found in the run directory by its path or its last
+path component (`step1000-unsharded`), rows not downloaded are skipped, and the rest sorted by step. A single
 checkpoint directory is a run of one; a directory that is a checkpoint and also holds step-named ones (a Hugging Face
 Trainer output directory) is read as the run of those.
 """
@@ -143,7 +146,8 @@ def _found(path: Path, run: str, step: int | None = None) -> Checkpoint | None:
 
 
 def discover(path: str | Path) -> list[Checkpoint]:
-    """The checkpoints of a run directory in training order, or `[that checkpoint]` for a single checkpoint."""
+    """The checkpoints of a run directory in training order (a manifest's as listed), or `[that checkpoint]` for a
+    single checkpoint."""
     root = Path(path).expanduser()
     if not root.exists():
         raise InterpError(f"{root} does not exist", fix="check the path (typo? not downloaded or trained yet?)")
@@ -152,10 +156,10 @@ def discover(path: str | Path) -> list[Checkpoint]:
     root = root.resolve()
     found = _listed(root)
     if found is None:
-        found = [c for sub in sorted(root.iterdir()) if sub.is_dir() and parse_name(sub.name)
-                 for c in [_found(sub, root.name)] if c]
+        found = in_order([c for sub in sorted(root.iterdir()) if sub.is_dir() and parse_name(sub.name)
+                          for c in [_found(sub, root.name)] if c], str(root))
     if found:
-        return in_order(found, str(root))
+        return found
     alone = _found(root, root.parent.name if parse_name(root.name) else root.name)
     if alone is None:
         raise _unordered(root)
@@ -163,7 +167,8 @@ def discover(path: str | Path) -> list[Checkpoint]:
 
 
 def _listed(root: Path) -> list[Checkpoint] | None:
-    """The checkpoints `root`'s manifest or catalogue lists, or None when it has neither (the manifest wins)."""
+    """The checkpoints `root`'s manifest (in listed order) or catalogue (in step order) lists, or None when it has
+    neither (the manifest wins)."""
     if (root / MANIFEST).is_file():
         return _from_manifest(root)
     if (root / CATALOGUE).is_file():
@@ -187,17 +192,30 @@ def _unordered(root: Path) -> InterpError:
 
 
 def _from_manifest(root: Path) -> list[Checkpoint]:
-    """Checkpoints listed in `root/checkpoints.json`; paths are relative to `root` unless absolute."""
+    """Checkpoints listed in `root/checkpoints.json`, in listed order; paths are relative to `root` unless absolute."""
     manifest = root / MANIFEST
-    found = []
+    found: list[Checkpoint] = []
+    last_in: dict[Path, Checkpoint] = {}  # directory -> the checkpoint of it listed last
     for entry in _manifest_entries(manifest):
         sub = (root / entry["path"]).resolve()
         ckpt = _found(sub, root.name, entry.get("step"))
         if ckpt is None:
             raise InterpError(f"{manifest} lists {entry['path']}, which is not a checkpoint directory ({sub / CONFIG} "
                               f"missing)", fix=f"fix or remove that entry of {manifest}")
+        _check_listed_after(manifest, last_in.get(sub.parent), ckpt, sub.parent)
         found.append(ckpt)
-    return found
+        last_in[sub.parent] = ckpt
+    return distinct(found, str(root))
+
+
+def _check_listed_after(manifest: Path, earlier: Checkpoint | None, ckpt: Checkpoint, run: Path) -> None:
+    """Refuse `ckpt` listed after a checkpoint of its own directory `run` that is later in training: a sweep would
+    read that run backwards. Stages in other directories (base/ then chat/) may go back in step."""
+    if earlier is not None and None not in (earlier.step, ckpt.step) and position(ckpt) < position(earlier):
+        raise InterpError(f"{manifest} lists {ckpt.label} after {earlier.label}, both in {run}: a manifest is read "
+                          f"in its listed order, and this one runs that directory backwards",
+                          fix="list one directory's checkpoints in training order (or give each entry the `step` of "
+                              "its place in the order you mean)")
 
 
 def _manifest_entries(manifest: Path) -> list[dict[str, Any]]:
@@ -232,7 +250,7 @@ def _from_catalogue(root: Path) -> list[Checkpoint]:
         raise InterpError(f"none of the {len(rows)} checkpoints {catalogue} lists is in {root} (looked for {looked}, "
                           f"...)", fix=f"download some into {root} under the catalogue's directory names, or make its "
                                        f"rows point at where they are")
-    return found
+    return in_order(found, str(root))
 
 
 def _catalogue_rows(catalogue: Path) -> list[tuple[int, str]]:
@@ -256,18 +274,27 @@ def _catalogue_rows(catalogue: Path) -> list[tuple[int, str]]:
     return [(int(step), path) for step, path in rows]
 
 
+def position(ckpt: Checkpoint) -> tuple[bool, int, int, int]:
+    """Where a checkpoint is in training, for sorting: by stage, step and ingredient, unknown steps last."""
+    return ckpt.step is None, ckpt.stage or 0, ckpt.step or 0, ckpt.ingredient or 0
+
+
 def in_order(found: list[Checkpoint], where: str) -> list[Checkpoint]:
     """Sort by stage, step and ingredient (unknown steps last, in listed order); refuse two checkpoints with one
     label."""
-    ordered = sorted(found, key=lambda c: (c.step is None, c.stage or 0, c.step or 0, c.ingredient or 0))
+    return distinct(sorted(found, key=position), where)
+
+
+def distinct(found: list[Checkpoint], where: str) -> list[Checkpoint]:
+    """`found` as it is, refusing two checkpoints with one label (results are named by it)."""
     seen: dict[str, Checkpoint] = {}
-    for ckpt in ordered:
+    for ckpt in found:
         if ckpt.label in seen:
             what = f"step {ckpt.step}" if ckpt.step is not None else f"the name {ckpt.name}"
             raise InterpError(f"{where} has two checkpoints for {what}: {seen[ckpt.label].path} and {ckpt.path}",
                               fix="remove or rename one of them (or give them distinct steps in the manifest)")
         seen[ckpt.label] = ckpt
-    return ordered
+    return found
 
 
 def step_of(path: str | Path) -> int | None:
@@ -289,8 +316,9 @@ REVISIONS_HELP = ("With a hub id (org/name) as RUN: the revisions to sweep, comm
 
 
 def run_checkpoints(run: str | Path, revisions: str | None = None) -> list[Checkpoint]:
-    """The checkpoints a sweep over `run` reads, in training order: a hub id's cached `revisions` (comma-separated;
-    `cached` or None: every cached one), else every checkpoint `discover` finds in a directory."""
+    """The checkpoints a sweep over `run` reads, in training order (a manifest's as listed): a hub id's cached
+    `revisions` (comma-separated; `cached` or None: every cached one), else every checkpoint `discover` finds in a
+    directory."""
     from interp.hub import checkpoints, is_hub_id
 
     if is_hub_id(str(run)):
@@ -357,7 +385,7 @@ class Run:
             check_compatible(self.checkpoints[0].path, other.path)
 
     def iter_models(self, compatible: bool = True, **load_options: Any) -> Iterator["HookedModel"]:
-        """Load each checkpoint in step order as it is reached (`load_options` go to `interp.load`).
+        """Load each checkpoint in the run's order as it is reached (`load_options` go to `interp.load`).
 
         With `compatible`, checks every checkpoint against the first before loading any. Only the yielded model is
         referenced here; `itertools.pairwise(run.iter_models())` keeps the two an adjacent-step comparison needs.

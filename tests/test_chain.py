@@ -119,6 +119,24 @@ def test_a_manifest_gives_the_order(chain: Path, tmp_path: Path) -> None:
     assert json.loads((pair_dir / "summary.json").read_text())["n_prompts"] == 1
 
 
+def test_a_manifest_across_runs_keeps_its_listed_order(chain: Path, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """base/step_001800 then chat/step_000017, steps from the names: the pair is (base, chat) although 17 < 1800."""
+    stages = tmp_path / "stages"
+    listed = {"base/step_001800": 300, "chat/step_000017": 100}
+    for name, step in listed.items():
+        shutil.copytree(chain / "run" / f"step_{step:06d}", stages / name)
+    (stages / "checkpoints.json").write_text(json.dumps({"checkpoints": [{"path": name} for name in listed]}))
+    code, _, err = run(["chain", "diff", stages, "--set", f"prompts={chain / 'prompts.txt'}", "--set",
+                        "adl_positions=2", "--out", tmp_path / "out"], capsys)
+    assert code == 0, err
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert [c["step"] for c in summary["checkpoints"]] == [1800, 17]
+    assert [(p["base"], p["post"]) for p in summary["pairs"]] == [("step_001800", "step_000017")]
+    pair = json.loads((tmp_path / "out" / "pairs" / "step_001800__step_000017" / "summary.json").read_text())
+    assert [Path(pair[role]).resolve() for role in ("base", "post")] == [(stages / n).resolve() for n in listed]
+
+
 @pytest.mark.parametrize("args, needles", [
     (["nonesuch"], ["no analysis is called 'nonesuch'"]),
     (["patch"], ["'patch' is not a base-vs-post analysis", "diff"]),

@@ -57,22 +57,54 @@ def test_single_checkpoint_is_a_run_of_one(tmp_path: Path) -> None:
     assert discover(stepped)[0].label == "step_000300"
 
 
-def test_manifest_overrides_names_and_sorts(tmp_path: Path) -> None:
+def test_manifest_is_read_in_listed_order(tmp_path: Path) -> None:
+    """The listed order is the user's statement: kept, not sorted by step (a run's directories in training order,
+    other directories anywhere); the manifest's steps beat the names'."""
     run = tmp_path / "run"
     for name in ["late", "early", "mid"]:
         _fake_checkpoint(run / "ckpts" / name)
     _fake_checkpoint(run / "step_5")  # ignored: the manifest is the whole truth
     outside = _fake_checkpoint(tmp_path / "elsewhere")
     (run / "checkpoints.json").write_text(json.dumps({"checkpoints": [
-        {"path": "ckpts/late", "step": 900}, {"path": "ckpts/early", "step": 10},
-        {"path": str(outside), "step": 400}, {"path": "ckpts/mid", "step": 50},
+        {"path": "ckpts/early", "step": 10}, {"path": str(outside), "step": 400}, {"path": "ckpts/mid", "step": 50},
+        {"path": "ckpts/late", "step": 900},
     ]}))
     found = discover(run)
-    assert [(c.path.name, c.step) for c in found] == [("early", 10), ("mid", 50), ("elsewhere", 400), ("late", 900)]
+    assert [(c.path.name, c.step) for c in found] == [("early", 10), ("elsewhere", 400), ("mid", 50), ("late", 900)]
+    assert Run.open(run).steps == [10, 400, 50, 900]
     assert step_of(run / "ckpts" / "mid") is None  # the manifest lives in the run directory, not in ckpts/
     (run / "checkpoints.json").write_text(json.dumps([{"path": "step_5", "step": 77}]))  # a bare list works too
     assert [(c.path.name, c.step) for c in discover(run)] == [("step_5", 77)]
     assert step_of(run / "step_5") == 77  # the manifest's step beats the name's
+
+
+def test_a_chain_manifest_keeps_its_order_across_runs(tmp_path: Path) -> None:
+    """base/step_001800 then chat/step_000017 (steps from the names): the chat stage comes second although 17 < 1800;
+    within one directory a later stage may restart its steps."""
+    stages = tmp_path / "stages"
+    for name in ["base/step_001800", "chat/step_000017", "chat/stage1-step500", "chat/stage2-step100"]:
+        _fake_checkpoint(stages / name)
+    (stages / "checkpoints.json").write_text(json.dumps({"checkpoints": [
+        {"path": "base/step_001800"}, {"path": "chat/step_000017"}, {"path": "chat/stage1-step500"},
+        {"path": "chat/stage2-step100"}]}))
+    found = discover(stages)
+    assert [c.label for c in found] == ["step_001800", "step_000017", "stage1-step_000500", "stage2-step_000100"]
+    assert [c.path for c in found] == [(stages / n).resolve() for n in
+                                       ["base/step_001800", "chat/step_000017", "chat/stage1-step500",
+                                        "chat/stage2-step100"]]
+
+
+def test_a_manifest_running_one_directory_backwards_is_refused(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    for name in ["step_100", "step_200", "step_300"]:
+        _fake_checkpoint(run / name)
+    (run / "checkpoints.json").write_text(json.dumps([{"path": "step_100"}, {"path": "step_300"},
+                                                      {"path": "step_200"}]))
+    with pytest.raises(InterpError, match="lists step_000200 after step_000300, both in .*runs that directory "
+                                          "backwards") as err:
+        discover(run)
+    assert "training order" in err.value.fix and str(run / "checkpoints.json") in str(err.value)
+    assert step_of(run / "step_200") == 200  # a broken manifest does not stop one checkpoint from loading
 
 
 @pytest.mark.parametrize("manifest, needle", [

@@ -1,8 +1,9 @@
 """A chain of models (base -> SFT -> DPO -> RL, or any ordered list: a run's checkpoints in step order, or a
-`checkpoints.json` manifest) through one registered base-vs-post analysis (`diff`, `truth`, `refusal`, `tuco`, ...):
-each adjacent pair (i, i+1) and each stage against the base (0, i), every pair's own results directory under
-`OUT/pairs/<a>__<b>/`, and the pair analysis's headline numbers stacked over the pairs. No new method: each pair is
-exactly what `interp ANALYSIS A B` writes (run through the registry), so the chain's numbers are the pairs' numbers.
+`checkpoints.json` manifest in its listed order, so base/step_001800 -> chat/step_000017 stays so) through one
+registered base-vs-post analysis (`diff`, `truth`, `refusal`, `tuco`, ...): each adjacent pair (i, i+1) and each
+stage against the base (0, i), every pair's own results directory under `OUT/pairs/<a>__<b>/`, and the pair
+analysis's headline numbers stacked over the pairs. No new method: each pair is exactly what `interp ANALYSIS A B`
+writes (run through the registry), so the chain's numbers are the pairs' numbers.
 
 A pair whose directory already holds finished results of the same analysis and settings, made from inputs whose
 content hashes are unchanged, is reused; anything else in it is refused before any compute (`interp.outdir`), or
@@ -57,7 +58,8 @@ class Spec:
     analysis: Annotated[str, Arg("The base-vs-post analysis run on every pair: diff, truth, refusal, tuco or "
                                  "knowledge.")]
     run: Annotated[Path, Arg("The chain: a run directory (checkpoints in step order), a directory whose "
-                             "checkpoints.json lists the stages in order (or that file), or a hub id.")]
+                             "checkpoints.json lists the stages (read in its listed order; or that file), or a hub "
+                             "id.")]
     out: Annotated[Path, Opt("Results directory to write.", ("--out",))]
     set: Annotated[tuple[str, ...], Opt("A setting of the pair analysis as KEY=VALUE, KEY its option name "
                                         "(prompts, top-k, no-bos...); repeatable, a list setting takes every "
@@ -168,7 +170,8 @@ def chain_pairs(checkpoints: tuple[Checkpoint, ...]) -> list[Pair]:
 
 
 def open_chain(path: Path, revisions: str | None) -> tuple[Checkpoint, ...]:
-    """The chain's checkpoints in order, each verified and all compatible; a manifest file stands for its directory."""
+    """The chain's checkpoints in order (a manifest's as listed), each verified and all compatible; a manifest file
+    stands for its directory."""
     from interp.checkpoints import MANIFEST, Run
 
     where = path.parent if path.name == MANIFEST and path.is_file() else path

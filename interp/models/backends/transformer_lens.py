@@ -15,6 +15,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from transformer_lens import ActivationCache
 from transformer_lens.model_bridge import TransformerBridge
+from transformer_lens.model_bridge.generalized_components import NormalizationBridge
 from transformer_lens.utilities.multi_gpu import is_mixed_offload_gpu
 from transformers import PreTrainedModel
 
@@ -71,9 +72,9 @@ class TransformerLensModel(HFBackedModel):
         """An interp cache (`run_with_cache(tokens, names=...)`'s dict) as TransformerLens's `ActivationCache` on the
         bridge, so TransformerLens's own helpers (`accumulated_resid`, `decompose_resid`, ...) run on it.
 
-        Every entry must be a hook of this model with `tokens`' batch and position axes. Helpers that read a norm's
-        cached `hook_scale` (`decompose_resid(apply_ln=True)`, `apply_ln_to_stack` short of the final layer) need
-        entries that interp's hook names do not include; `accumulated_resid(apply_ln=True)` recomputes the final norm.
+        Every entry must be a hook of this model with `tokens`' batch and position axes. The norms' `hook_scale`
+        entries that helpers with `apply_ln=True` read (`ln_final`, `blocks.{l}.ln1`/`ln2`), which interp's hook names
+        do not include, are computed from the cached residual stream each norm reads (`norm_scales`).
         """
         self.resolve_names(list(cache_dict))
         for name, act in cache_dict.items():
@@ -82,7 +83,25 @@ class TransformerLensModel(HFBackedModel):
                 raise InterpError(f"cache entry {name} has shape {list(act.shape)}, not the batch and positions of "
                                   f"tokens {list(tokens.shape)}",
                                   fix="pass the tokens the cache was made from (`run_with_cache(tokens, ...)`)")
-        return ActivationCache(dict(cache_dict), self.bridge)
+        return ActivationCache({**cache_dict, **self.norm_scales(cache_dict)}, self.bridge)
+
+    def norm_inputs(self) -> dict[str, str]:
+        """Each norm's `hook_scale` name -> the residual hook its input is: `ln_final` reads the last `resid_post`,
+        `ln1` of block l its `resid_pre`, `ln2` its `resid_mid` (`resid_pre` with GPT-NeoX's parallel residual)."""
+        n, mid = self.summary.n_layers, "resid_pre" if self.parallel_attn_mlp else "resid_mid"
+        return {"ln_final.hook_scale": f"blocks.{n - 1}.hook_resid_post",
+                **{f"blocks.{l}.ln1.hook_scale": f"blocks.{l}.hook_resid_pre" for l in range(n)},
+                **{f"blocks.{l}.ln2.hook_scale": f"blocks.{l}.hook_{mid}" for l in range(n)}}
+
+    def norm_scales(self, cache_dict: Mapping[str, Tensor]) -> dict[str, Float[Tensor, "batch pos 1"]]:
+        """The `hook_scale` of every norm whose input residual `cache_dict` holds (no interp hook name is a scale),
+        as the bridge's norm computes it (`_norm_scale`); a norm the bridge lacks (OLMo-2's pre-norms) is left out."""
+        scales = {}
+        for name, source in self.norm_inputs().items():
+            norm = _submodule(self.bridge, name.removesuffix(".hook_scale"))
+            if source in cache_dict and isinstance(norm, NormalizationBridge):
+                scales[name] = _norm_scale(norm, cache_dict[source])
+        return scales
 
     @contextmanager
     def hooks(self, fwd_hooks: Sequence[tuple[str, HookFn]]) -> Iterator[None]:
@@ -91,6 +110,30 @@ class TransformerLensModel(HFBackedModel):
         named = [(name, _reporting_name(fn, name)) for name, fn in fwd_hooks]
         with self.bridge.hooks(fwd_hooks=_carry_resid_mid_edits(named)):
             yield
+
+
+def _submodule(module: torch.nn.Module, path: str) -> torch.nn.Module | None:
+    """`module.get_submodule(path)`, or None when it has no such submodule."""
+    try:
+        return module.get_submodule(path)
+    except AttributeError:
+        return None
+
+
+def _norm_eps(norm: NormalizationBridge) -> Any:
+    """The eps the bridge's norm adds to the variance: the Hugging Face module's own (`eps`, `variance_epsilon`) on its
+    native path, else (and when the module has none) the config's."""
+    native = norm.use_native_layernorm_autograd or getattr(norm.config, "layer_norm_folding", False)
+    own = [getattr(norm.original_component, key, None) for key in ("eps", "variance_epsilon")] if native else []
+    return next((eps for eps in own if eps is not None), getattr(norm.config, "eps", 1e-05))
+
+
+def _norm_scale(norm: NormalizationBridge, x: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos 1"]:
+    """A norm's `hook_scale` from its input, as TransformerLens 4.3's `NormalizationBridge` records it: sqrt(mean of
+    the squared (LayerNorm: centred) input + eps), in float32 for a lower-precision input."""
+    x = x if x.dtype in (torch.float32, torch.float64) else x.float()
+    centred = x if norm.uses_rms_norm else x - x.mean(-1, keepdim=True)
+    return (centred.pow(2).mean(-1, keepdim=True) + _norm_eps(norm)).sqrt()
 
 
 class _ResidMidEdit:
