@@ -241,8 +241,8 @@ def direction_files(results_dir: str | Path, out: str | Path, force: bool = Fals
     `out/<base|post>/direction.pt` (the unnormalised d_model vector at the chosen layer) and
     `direction_metadata.json` (`pos`, `layer`, as refusal_direction's `run_pipeline.py`; plus `hook` and where it
     came from). Refusal: the difference in means at `blocks.{layer}.hook_resid_pre` (Arditi et al. 2024); truth: the
-    mass-mean direction at the probe layer and hook (Du et al. 2025), whose summary records no `pos` (written as
-    null). Returns `out`."""
+    mass-mean direction at the probe layer, hook and `pos` (Du et al. 2025; null from results written before the
+    truth summary recorded `pos`). Returns `out`."""
     out = check_export_out(out, force)
     results = read_results(results_dir)
     analysis = results.summary.get("analysis")

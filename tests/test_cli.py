@@ -208,3 +208,19 @@ def test_wheel_ships_every_module(tmp_path: Path) -> None:
     assert expected - names == set()
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert "interp = interp.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
+
+
+def test_sweep_commands_list_the_executor_options_last() -> None:
+    """Every Spec that inherits the executor options lists its positional first and the four options last."""
+    import dataclasses
+
+    from interp.analyses import analyses
+    from interp.analyses.unit import Arg, ExecutorSpec, cli_form
+
+    tail = [f.name for f in dataclasses.fields(ExecutorSpec)]
+    sweeps = [u for u in analyses().values() if issubclass(u.spec, ExecutorSpec)]
+    assert len(sweeps) == 5
+    for unit in sweeps:
+        names = [f.name for f in unit.fields()]
+        assert names[-4:] == tail
+        assert isinstance(cli_form(unit.spec, names[0])[1], Arg)

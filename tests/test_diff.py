@@ -1,8 +1,9 @@
 """`interp diff` (token-level diffing, Minder et al. 2025's activation-difference lens) against independent oracles:
 KL by `torch.nn.functional.kl_div` and activation-difference norms from Hugging Face eager forwards of two tiny random
 checkpoints, one prompt at a time (so padding cannot leak in); the lens on a hand-built pair whose residual streams
-differ by exactly one known vector; hostile inputs refused before any model is loaded; the full zoo's base-vs-chat
-lens."""
+differ by exactly one known vector; the tuned-lens reading against the logit lens (identity translators: equal) and
+Hugging Face (translator l+1 for layer l, the last layer passed through); hostile inputs refused before any model is
+loaded; the full zoo's base-vs-chat lens, logit and tuned."""
 
 from __future__ import annotations
 
@@ -159,6 +160,69 @@ def test_adl_reads_a_known_added_direction(shifted_pair: tuple[Path, Path, torch
     assert all(tokens[0] == token for tokens in res.summary["adl_top_tokens"]["L1"].values())
 
 
+def test_untrained_tuned_lens_reads_exactly_what_the_logit_lens_reads(tiny_pair: tuple[Path, Path]) -> None:
+    """Identity translators and zero biases (the tuned lens before training) leave every layer's reading unchanged."""
+    import interp
+    from interp.analyses.diff import lens_reading
+    from interp.base_vs_post.diffing import logit_lens, tuned_lens
+    from interp.dynamics.lenses import TunedLens
+
+    model = interp.load(tiny_pair[1], backend="native")
+    delta = torch.randn(2, 4, 64, generator=torch.Generator().manual_seed(0))
+    logit = lens_reading("adl", logit_lens(model), delta, 7, model.tokenizer)
+    tuned = lens_reading("adl", tuned_lens(model, TunedLens(3, 64)), delta, 7, model.tokenizer)
+    for name in ("adl_top_ids", "adl_top_logits"):
+        assert torch.equal(tuned[0][name], logit[0][name])
+    assert tuned[1] == logit[1]
+
+
+def test_tuned_lens_reads_layer_l_with_translator_l_plus_1(tiny_pair: tuple[Path, Path]) -> None:
+    """resid_post of block 0 is the residual stream entering block 1 (translator 1); block 1's, the last, is the final
+    entry, read unchanged: against Hugging Face's final norm and lm_head on hand-translated vectors."""
+    from transformers import AutoModelForCausalLM
+
+    import interp
+    from interp.base_vs_post.diffing import tuned_lens
+    from interp.dynamics.lenses import TunedLens
+
+    g = torch.Generator().manual_seed(1)
+    lens = TunedLens(2, 64)
+    with torch.no_grad():
+        lens.weight.copy_(torch.randn(2, 64, 64, generator=g) / 8)
+        lens.bias.copy_(torch.randn(2, 64, generator=g))
+    resid = torch.randn(2, 3, 64, generator=g)
+    read = tuned_lens(interp.load(tiny_pair[1], backend="native"), lens)
+    hf = AutoModelForCausalLM.from_pretrained(tiny_pair[1], attn_implementation="eager").eval()
+    with torch.no_grad():
+        oracle = [hf.lm_head(hf.model.norm(resid[0] @ lens.weight[1] + lens.bias[1])),
+                  hf.lm_head(hf.model.norm(resid[1]))]
+        for layer in range(2):
+            torch.testing.assert_close(read(layer, resid[layer]), oracle[layer], atol=1e-4, rtol=1e-4)
+
+
+def test_tuned_adl_is_written_beside_the_logit_lens_and_can_be_turned_off(tiny_pair: tuple[Path, Path],
+                                                                          tmp_path: Path) -> None:
+    base, post = tiny_pair
+    prompts, adl = prompt_file(tmp_path / "p.txt", PROMPTS), prompt_file(tmp_path / "adl.txt", ADL_TEXT + PROMPTS)
+    res = run_analysis("diff", base=base, post=post, prompts=prompts, adl_text=adl, adl_positions=3, top_k=5,
+                       adl_tuned_steps=40, out=tmp_path / "on")
+    t, s = res.tensors, res.summary
+    assert t["adl_tuned_top_ids"].shape == t["adl_top_ids"].shape == (2, 4, 5) and t["adl_tuned_loss"].shape == (40,)
+    assert float(t["adl_tuned_loss"][-1]) < float(t["adl_tuned_loss"][0])  # training lowered KL(final || lens)
+    n_tokens = sum(len(encode(load_tokenizer(post), x)) for x in ADL_TEXT + PROMPTS)
+    assert s["adl_tuned_training"]["trained_on"] == f"{n_tokens} real tokens of the ADL text"
+    # the last layer is the final entry, which the tuned lens reads unchanged; the first went through a translator
+    assert torch.equal(t["adl_tuned_top_ids"][-1], t["adl_top_ids"][-1])
+    assert torch.equal(t["adl_tuned_top_logits"][-1], t["adl_top_logits"][-1])
+    assert not torch.allclose(t["adl_tuned_top_logits"][0], t["adl_top_logits"][0])
+    assert s["adl_tuned_top_tokens"]["L1"] == s["adl_top_tokens"]["L1"]
+    off = run_analysis("diff", base=base, post=post, prompts=prompts, adl_text=adl, adl_positions=3, top_k=5,
+                       adl_tuned_steps=0, out=tmp_path / "off")
+    assert not any(name.startswith("adl_tuned") for name in off.tensors) and "adl_tuned_top_tokens" not in off.summary
+    assert off.summary["adl_tuned_skipped"] == "the tuned-lens reading is left out (--adl-tuned-steps 0)"
+    assert torch.equal(off.tensors["adl_top_ids"], t["adl_top_ids"])
+
+
 @pytest.fixture(scope="module")
 def other_tokenizer(tiny_pair: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny base with two tokens' ids swapped in its tokenizer: same shapes, incompatible tokenizer."""
@@ -179,6 +243,10 @@ HOSTILE = [
     ("adl-positions-0", ["BASE", "POST", "--prompts", "W/p.txt", "--adl-positions", "0"], ["--adl-positions is 0"]),
     ("adl-positions-beyond-text", ["BASE", "POST", "--prompts", "W/p.txt", "--adl-positions", "99"],
      ["--adl-positions is 99"]),
+    ("adl-tuned-steps-negative", ["BASE", "POST", "--prompts", "W/p.txt", "--adl-tuned-steps", "-1"],
+     ["--adl-tuned-steps is -1"]),
+    ("adl-tuned-steps-huge", ["BASE", "POST", "--prompts", "W/p.txt", "--adl-tuned-steps", "100001"],
+     ["--adl-tuned-steps is 100001"]),
     ("backend", ["BASE", "POST", "--prompts", "W/p.txt", "--backend", "magic"], ["unknown backend 'magic'"]),
     ("context", ["BASE", "POST", "--prompts", "W/long.txt"], ["context"]),
 ]
@@ -231,6 +299,10 @@ def test_page_shows_what_is_stored(tiny_pair: tuple[Path, Path], tmp_path: Path,
     assert "&lt;" in shown and "<b>" not in shown  # the prompt's text is escaped, shown as text
     at.selectbox(key="diff_slot").set_value("pos 0").run()
     assert not at.exception, at.exception
+    summary = json.loads((out / "summary.json").read_text())
+    tuned = at.dataframe[-1].value  # changed tokens, logit lens, tuned lens
+    assert {layer: list(tuned[layer]) for layer in tuned.columns} == {
+        layer: by_slot["pos 0"] for layer, by_slot in summary["adl_tuned_top_tokens"].items()}
 
 
 def test_unpredicted_ids_keep_eos_even_as_the_pad_token() -> None:
@@ -250,7 +322,11 @@ def test_zoo_adl_reads_the_chat_models_apology_from_pretraining_text(zoo: Path, 
     positions ranks "sorry" 7th (position 1 alone: 2nd, beside "curse", "magic", "Sorry" and "help"). The control, more
     pretraining and no chat (base step 700 -> 1800), ranks "sorry" at best 212th at the last layer (of 432 tokens), and
     reads names, cities and professions there instead. On the zoo's truth statements as the text, "sorry" is 3rd at
-    position 1 but only 57th pooled."""
+    position 1 but only 57th pooled.
+
+    The tuned lens (250 Adam steps on the 3,860 tokens of the ADL text; KL summed over the 3 translators 11.4 -> 3.7)
+    reads the last layer unchanged, so it too ranks "sorry" 7th pooled there; at layers 0-2 it does not surface it
+    (best rank 128th, layer 2 position 0; pooled 386th, 402nd, 292nd), nor did 1,500 steps (KL 2.0; best 99th)."""
     from interp.checkpoints import discover
     from interp.data.prompts import write_prompts
     from interp.data.sources import source_of
@@ -264,11 +340,18 @@ def test_zoo_adl_reads_the_chat_models_apology_from_pretraining_text(zoo: Path, 
     prompts = write_prompts(tmp_path / "chat.jsonl", [data.chat_prompt(r) for r in harmful[:40] + harmless[:40]])
     text = prompt_file(tmp_path / "text.txt", data.pretraining_text(80, seed=1))
 
-    def last_layer(b: Path, p: Path, out: str) -> dict[str, list[str]]:
-        res = run_analysis("diff", base=b, post=p, prompts=prompts, adl_text=text, out=tmp_path / out)
-        last = list(res.summary["adl_top_tokens"].values())[-1]
-        return {slot: [t.strip() for t in tokens] for slot, tokens in last.items()}
+    def reads(b: Path, p: Path, out: str) -> dict[str, dict[str, dict[str, list[str]]]]:
+        """{lens: {layer: {slot: top tokens, stripped}}} of the logit ("adl") and the tuned ("adl_tuned") lens."""
+        s = run_analysis("diff", base=b, post=p, prompts=prompts, adl_text=text, out=tmp_path / out).summary
+        assert s["adl_tuned_training"]["loss_last"] < s["adl_tuned_training"]["loss_first"] / 2
+        return {lens: {layer: {slot: [t.strip() for t in tokens] for slot, tokens in by_slot.items()}
+                       for layer, by_slot in s[f"{lens}_top_tokens"].items()} for lens in ("adl", "adl_tuned")}
 
-    chat_reads, control_reads = last_layer(base, chat, "chat"), last_layer(before, base, "control")
-    assert "sorry" in chat_reads["mean pos 0-4"], chat_reads
-    assert not any("sorry" in tokens for tokens in control_reads.values()), control_reads
+    chat_reads, control_reads = reads(base, chat, "chat"), reads(before, base, "control")
+    for lens in ("adl", "adl_tuned"):
+        last = list(chat_reads[lens])[-1]
+        assert "sorry" in chat_reads[lens][last]["mean pos 0-4"], chat_reads[lens][last]
+        assert not any("sorry" in tokens for tokens in control_reads[lens][last].values()), control_reads[lens][last]
+    tuned = chat_reads["adl_tuned"]
+    earlier = [tokens for layer in list(tuned)[:-1] for tokens in tuned[layer].values()]
+    assert not any("sorry" in tokens for tokens in earlier), tuned  # measured: not before the last layer

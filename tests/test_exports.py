@@ -130,6 +130,29 @@ def test_direction_files(tmp_path: Path, analysis: str, capsys: pytest.CaptureFi
         assert (meta["pos"], meta["layer"], meta["hook"]) == (pos, layer, hook)
 
 
+def test_truth_direction_export_records_the_position_read(pair: tuple[Path, Path], tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """A real `directions truth` run read at --pos -2: its summary records the position and the export writes it."""
+    from interp.results import read_results
+    from interp.testing import _corpus
+
+    lines = _corpus()[:24]
+    for name, rows in (("train.csv", lines[:16]), ("eval.csv", lines[16:])):
+        (tmp_path / name).write_text("statement,label\n" + "".join(f"{t},{i % 2}\n" for i, t in enumerate(rows)))
+    code, _, err = run(["directions", "truth", *pair, "--out", tmp_path / "truth", "--data", tmp_path / "train.csv",
+                        "--eval", tmp_path / "eval.csv", "--n-steer", "4", "--pos", "-2"], capsys)
+    assert code == 0, err
+    res = read_results(tmp_path / "truth")
+    assert res.summary["pos"] == -2
+    code, _, err = run(["export", tmp_path / "truth", "--format", "direction", "--out", tmp_path / "dirs"], capsys)
+    assert code == 0, err
+    layer = res.summary["probe_layer"]
+    for role in ("base", "post"):
+        meta = json.loads((tmp_path / "dirs" / role / "direction_metadata.json").read_text())
+        assert (meta["pos"], meta["layer"], meta["hook"]) == (-2, layer, f"blocks.{layer}.hook_resid_post")
+        assert torch.equal(torch.load(tmp_path / "dirs" / role / "direction.pt"), res.tensors[f"theta_{role}"][layer])
+
+
 def test_to_activation_cache_matches_transformer_lens(pair: tuple[Path, Path]) -> None:
     model = interp.load(pair[0], backend="transformer_lens")
     native = interp.load(pair[0], backend="native")
@@ -151,6 +174,34 @@ def test_to_activation_cache_matches_transformer_lens(pair: tuple[Path, Path]) -
                                rtol=1e-4)
     with pytest.raises(InterpError, match="not the batch and positions"):
         model.to_activation_cache(ours, tokens[:1])
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama", "gpt_neox"])  # LayerNorm, RMSNorm, parallel residual
+def test_apply_ln_on_an_interp_cache_matches_transformer_lens(arch: str, tiny_dir: Callable[[str], Path]) -> None:
+    """The norms' hook_scale, computed from the cached residual stream, equal the bridge's own; so do
+    TransformerLens's helpers with apply_ln=True at the final layer and at a block's attention and MLP inputs."""
+    model = interp.load(tiny_dir(arch), backend="transformer_lens")
+    tokens = model.to_tokens(PROMPTS[:2])
+    n = model.summary.n_layers
+    sites = ("resid_pre", "attn_out", "mlp_out", "resid_post") + (() if model.parallel_attn_mlp else ("resid_mid",))
+    embeds = [name for name in ("hook_embed", "hook_pos_embed") if name in model.hook_names()]
+    names = [*embeds, *(f"blocks.{l}.hook_{s}" for l in range(n) for s in sites)]
+    _, ours = interp.load(tiny_dir(arch), backend="native").run_with_cache(tokens, names=names)
+    cache = model.to_activation_cache(ours, tokens)
+    _, reference = model.bridge.run_with_cache(tokens)
+    scales = [k for k in reference.keys() if k.endswith(".hook_scale")]
+    assert len(scales) == 2 * n + 1
+    for key in scales:
+        assert cache[key].shape == reference[key].shape
+        torch.testing.assert_close(cache[key], reference[key], atol=1e-5, rtol=1e-5)
+    calls = [("decompose_resid", {}), ("decompose_resid", {"mode": "attn"}), ("decompose_resid", {"layer": 1}),
+             ("decompose_resid", {"layer": 1, "mlp_input": True}), ("accumulated_resid", {}),
+             ("accumulated_resid", {"layer": 1})]
+    if not model.parallel_attn_mlp:  # no resid_mid there, in TransformerLens's cache either
+        calls.append(("accumulated_resid", {"layer": 1, "mlp_input": True, "incl_mid": True}))
+    for helper, kwargs in calls:
+        got, want = (getattr(c, helper)(apply_ln=True, **kwargs) for c in (cache, reference))
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
 
 
 def _swap_tokens(ckpt: Path, dest: Path) -> Path:

@@ -18,10 +18,6 @@ if TYPE_CHECKING:
     from interp.executors import Executor
     from interp.results import Axes, Results
 
-# Where results go, whether to replace them, and where the work runs: not what the results are.
-SETTINGS_EXCLUDED = ("out", "force", "workers", "ray", "gpus_per_task", "cpus_per_task")
-
-
 @dataclass(frozen=True)
 class Arg:
     """A `Spec` field given positionally on the command line."""
@@ -56,8 +52,9 @@ class Analysis:
     example: str = ""  # a command line for the explorer's run page, e.g. "knowledge BASE POST --out results/k"
 
     def fields(self) -> list[dataclasses.Field[Any]]:
-        """The Spec's settings, in command-line order."""
-        return list(dataclasses.fields(self.spec))
+        """The Spec's settings, in command-line order: that of its `__init__`, keyword-only fields (an inherited
+        `ExecutorSpec`'s) last."""
+        return sorted(dataclasses.fields(self.spec), key=lambda field: field.kw_only)
 
 
 # The fields of a Spec whose sweep runs its units on an executor (`executor_of`); the results never depend on them.
@@ -73,12 +70,26 @@ CpusPerTask = typing.Annotated[typing.Optional[float], Opt(
     "torch's). Results are the same bytes at the same thread count.", ("--cpus-per-task",))]
 
 
+@dataclass(frozen=True, kw_only=True)
+class ExecutorSpec:
+    """Where a Spec's sweep runs its units (`executor_of`): a Spec inherits these options after its own."""
+
+    workers: Workers = 1
+    ray: RayAddress = None
+    gpus_per_task: GpusPerTask = 0.0
+    cpus_per_task: CpusPerTask = None
+
+
+# Where results go, whether to replace them, and where the work runs: not what the results are.
+SETTINGS_EXCLUDED = ("out", "force", *(field.name for field in dataclasses.fields(ExecutorSpec)))
+
+
 def help_of(field: Any) -> str:
     """The help text of an `Annotated[..., Opt(...)]` alias (for a tool command that takes the same option)."""
     return next(e.help for e in typing.get_args(field)[1:] if isinstance(e, (Arg, Opt)))
 
 
-def executor_of(spec: Any) -> Executor:
+def executor_of(spec: ExecutorSpec) -> Executor:
     """The checked executor a Spec's `workers`, `ray`, `gpus_per_task` and `cpus_per_task` fields ask for."""
     from interp.executors import Executor
 

@@ -6,11 +6,11 @@ of Minder et al. 2025, "Narrow Finetuning Leaves Clearly Readable Traces in Acti
 positions j of unrelated text, read through a lens (the logit lens: final norm + unembedding) as the tokens it promotes.
 
 Deviations from Minder et al.: the lens is applied to resid_post of every layer (they pick a middle layer), also to
-the mean over the k positions besides each position alone, and only the logit lens is built in (no Patchscope, no
-steering). The tokens no model predicts (BOS, padding, unknown: `unpredicted_ids`) are left out of its ranking: their
-unembedding rows are never trained toward, so their logits drift and crowd the top (on the embedded zoo all three
-topped the last layer's reading). Which model's norm and unembedding read the difference is the caller's choice
-(`Lens`).
+the mean over the k positions besides each position alone, and the lenses built in are the logit lens and a tuned
+lens (Belrose et al. 2023, `tuned_lens`; no Patchscope, no steering). The tokens no model predicts (BOS, padding,
+unknown: `unpredicted_ids`) are left out of its ranking: their unembedding rows are never trained toward, so their
+logits drift and crowd the top (on the embedded zoo all three topped the last layer's reading). Which model's norm
+and unembedding read the difference is the caller's choice (`Lens`).
 
 Batches are padded on the right and run without a mask: a causal model's real positions never see the padding after
 them, so their numbers equal unpadded forwards; padded positions are zeroed and masked out of every statistic.
@@ -19,20 +19,23 @@ them, so their numbers equal unpadded forwards; padded positions are zeroed and 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import einops
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from interp.divergence import kl_divergence
 from interp.models.hooked import HookedModel
+
+if TYPE_CHECKING:
+    from interp.dynamics.lenses import TunedLens
 
 BATCH = 16  # prompts per forward: bounds the memory of the logits and the cached residual streams
 DIRECTIONS = ("base||post", "post||base")  # KL(P || Q): P the first model's next-token distribution
 # A lens reads a residual-stream vector at a layer as logits: (layer, resid [..., d_model]) -> [..., d_vocab]. The
-# logit lens ignores the layer; a tuned lens (Belrose et al. 2023; interp/dynamics/lenses.py) applies that layer's
-# translator first, and plugs in here as another `Lens`.
+# logit lens ignores the layer; the tuned lens (`tuned_lens`) applies that layer's translator first.
 Lens = Callable[[int, Tensor], Tensor]
 
 
@@ -45,7 +48,7 @@ def token_kl(base_logits: Float[Tensor, "batch pos d_vocab"], post_logits: Float
              ) -> Float[Tensor, "direction batch pos"]:
     """[KL(base || post), KL(post || base)] in nats of the next-token distributions at every position."""
     log_b, log_p = base_logits.float().log_softmax(-1), post_logits.float().log_softmax(-1)
-    return torch.stack([(log_b.exp() * (log_b - log_p)).sum(-1), (log_p.exp() * (log_p - log_b)).sum(-1)])
+    return torch.stack([kl_divergence(log_b, log_p), kl_divergence(log_p, log_b)])
 
 
 def paired_forward(models: Mapping[str, HookedModel], tokens: Int[Tensor, "batch pos"], n_layers: int
@@ -147,3 +150,35 @@ def logit_lens(model: HookedModel) -> Lens:
         return nt.unembed(resid.to(device=model.device, dtype=nt.W_U.dtype))
 
     return read
+
+
+def tuned_lens(model: HookedModel, lens: TunedLens) -> Lens:
+    """The tuned lens (Belrose et al. 2023) of `model` read on resid_post: block l's output is the residual stream
+    entering block l+1, the lens stack's entry l+1, so it goes through translator l+1; the last block's output is the
+    stack's final entry, which the tuned lens reads unchanged (the logit lens)."""
+    read = logit_lens(model)
+
+    def apply(layer: int, resid: Tensor) -> Tensor:
+        entry = layer + 1
+        if entry < lens.weight.shape[0]:
+            weight, bias = lens.weight[entry], lens.bias[entry]
+            resid = resid.to(weight) @ weight + bias  # `TunedLens.translate` of one entry
+        return read(layer, resid)
+
+    return apply
+
+
+def train_text_lens(model: HookedModel, tokens: Int[Tensor, "text pos"], mask: Int[Tensor, "text pos"], steps: int,
+                    lr: float, batch: int, seed: int) -> tuple[TunedLens, Float[Tensor, "step"]]:
+    """A tuned lens of `model` and its training loss, fitted (`train_tuned_lens`) on every real token of the
+    right-padded `tokens`, their residual streams gathered `BATCH` texts per forward."""
+    from interp.dynamics.lenses import residual_stack, train_tuned_lens
+
+    stacks, finals = [], []
+    with torch.no_grad():
+        for start in range(0, tokens.shape[0], BATCH):
+            stack, logits = residual_stack(model, tokens[start:start + BATCH].to(model.device))
+            real = mask[start:start + BATCH].bool().to(stack.device)
+            stacks.append(stack[:, real])
+            finals.append(logits[real])
+    return train_tuned_lens(model, torch.cat(stacks, dim=1), torch.cat(finals), steps, lr, batch, seed)

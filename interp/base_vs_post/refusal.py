@@ -40,6 +40,7 @@ from jaxtyping import Bool, Float
 from torch import Tensor
 
 from interp.data.judges import REFERENCE, Judge
+from interp.divergence import kl_divergence
 from interp.errors import InterpError
 from interp.models.hooked import HookedModel
 from interp.progress import progress
@@ -150,8 +151,7 @@ def refusal_log_odds(logits: Float[Tensor, "prompt d_vocab"], token_ids: Sequenc
 def next_token_kl(reference: Float[Tensor, "prompt d_vocab"], logits: Float[Tensor, "prompt d_vocab"]
                   ) -> Float[Tensor, "prompt"]:
     """KL(reference || intervened) of each row's next-token distribution, in float64 (Arditi et al.'s KL score)."""
-    p, q = reference.double().log_softmax(-1), logits.double().log_softmax(-1)
-    return (p.exp() * (p - q)).sum(-1)
+    return kl_divergence(reference.double().log_softmax(-1), logits.double().log_softmax(-1))
 
 
 def _within(rows: slice, part: slice) -> slice:

@@ -198,6 +198,7 @@ class TruthResult:
     answer_mass: Float[Tensor, "model label"]  # mean P(" TRUE") + P(" FALSE") unsteered: how much the model answers
     bos: bool = True
     counts: dict[str, int] = field(default_factory=dict)
+    pos: int = -1  # the token the directions are read at, counted from the end of each bare statement
 
     def tensors(self) -> dict[str, Tensor]:
         return {"theta_base": self.theta["base"], "theta_post": self.theta["post"], "cosine": self.cosine,
@@ -220,7 +221,7 @@ class TruthResult:
                              for j, m in enumerate(ROLES)},
                 "answer_probability": {m: {"true": float(self.answer_mass[j, 0]),
                                            "false": float(self.answer_mass[j, 1])} for j, m in enumerate(ROLES)},
-                "nie": nies, "bos": self.bos, "counts": self.counts}
+                "nie": nies, "bos": self.bos, "counts": self.counts, "pos": self.pos}
 
 
 def truth_directions(
@@ -287,7 +288,7 @@ def truth_directions(
     check_effects(effects, pd_clean)
     counts = {"train": len(train), "test": len(test), "steer_true": len(by_label[0]), "steer_false": len(by_label[1])}
     return TruthResult(hook, theta, cosine(theta["base"], theta["post"]), mm_acc, lr_acc, probe_layer,
-                       list(intervene_layers), pd_clean, pd_steered, effects, mass, bos, counts)
+                       list(intervene_layers), pd_clean, pd_steered, effects, mass, bos, counts, pos)
 
 
 def check_effects(effects: Float[Tensor, "owner model label"], pd_clean: Float[Tensor, "model label"]) -> None:

@@ -21,6 +21,7 @@ from einops import einsum, rearrange
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
+from interp.divergence import kl_divergence
 from interp.models.hooked import HookedModel
 
 LENSES = {"logit": False, "tuned": True}  # the two lenses by name: whether the tuned lens's translators apply
@@ -70,8 +71,7 @@ def kl_to_final(logits: Float[Tensor, "*rows d_vocab"], final: Float[Tensor, "*f
                 ) -> Float[Tensor, "*rows"]:
     """KL(final || lens) in nats, per row (`final` broadcast against the lens's rows): what the tuned lens
     minimises."""
-    target = final.log_softmax(-1)
-    return (target.exp() * (target - logits.log_softmax(-1))).sum(-1)
+    return kl_divergence(final.log_softmax(-1), logits.log_softmax(-1))
 
 
 def entropy(logits: Float[Tensor, "*rows d_vocab"]) -> Float[Tensor, "*rows"]:

@@ -19,9 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional
 
-from interp.analyses.unit import (
-    Analysis, Arg, CpusPerTask, GpusPerTask, Opt, RayAddress, Workers, executor_of, settings_of, write,
-)
+from interp.analyses.unit import Analysis, Arg, ExecutorSpec, Opt, executor_of, settings_of, write
 from interp.checkpoints import REVISIONS_HELP
 from interp.data.tokens import BOS_DEFAULT, BOS_HELP
 from interp.errors import InterpError
@@ -39,7 +37,7 @@ MAX_PATTERN_BYTES = 2 << 30  # the float32 patterns tensor a results directory m
 
 
 @dataclass(frozen=True)
-class Spec:
+class Spec(ExecutorSpec):
     """Attention pattern of every head at every checkpoint on the prompts, with each head's induction and
     previous-token scores; writes patterns [checkpoint, prompt, layer, head, query, key] and the scores."""
 
@@ -58,10 +56,6 @@ class Spec:
     seed: Annotated[int, Opt("Seed for the induction probe's random tokens.")] = 0
     bos: Annotated[bool, Opt(BOS_HELP, ("--bos/--no-bos",))] = BOS_DEFAULT
     device: Annotated[str, Opt("cpu, cuda, cuda:N or auto.")] = "cpu"
-    workers: Workers = 1
-    ray: RayAddress = None
-    gpus_per_task: GpusPerTask = 0.0
-    cpus_per_task: CpusPerTask = None
 
     @classmethod
     def for_prompt(cls, results: Results, prompt: str) -> Spec:

@@ -3,9 +3,13 @@ ways, the tokens whose predictions changed most, resid_post difference norms per
 activation-difference lens of Minder et al. 2025 ("Narrow Finetuning Leaves Clearly Readable Traces in Activation
 Differences") on the first positions of unrelated text, read through the POST model's final norm and unembedding:
 the lens asks what the post-trained model now writes into its residual stream, and its own readout is what turns
-that into its behaviour (Minder et al. read the difference with the fine-tuned model too). BOS, padding and unknown
-tokens, which no model predicts, are left out of the lens's ranking (`diffing.unpredicted_ids`). A family interp has
-no native implementation of gets the KL and norms on its hook backend and no lens, said in one line."""
+that into its behaviour (Minder et al. read the difference with the fine-tuned model too). The same difference is
+also read through a tuned lens (Belrose et al. 2023) of the POST model, trained here on every real token of the ADL
+text (the prompts when no --adl-text is given; Belrose et al. train on a pretraining corpus, which the ADL text
+stands in for), so that middle layers are read in the basis the final layer predicts in (`--adl-tuned-steps 0`
+leaves it out). BOS, padding and unknown tokens, which no model predicts, are left out of both lenses' ranking
+(`diffing.unpredicted_ids`). A family interp has no native implementation of gets the KL and norms on its hook
+backend and no lens, said in one line."""
 
 from __future__ import annotations
 
@@ -19,11 +23,14 @@ from interp.data.tokens import BOS_DEFAULT, BOS_HELP
 if TYPE_CHECKING:
     from torch import Tensor
 
-    from interp.base_vs_post.diffing import TokenDiff
+    from interp.base_vs_post.diffing import Lens, TokenDiff
     from interp.results import Results
 
 LENS = "logit lens of the post model (its final norm and unembedding)"
 NO_LENS = "the activation-difference lens is left out: it reads the unembedding of a natively implemented family"
+TUNED_LENS = "tuned lens of the post model (Belrose et al. 2023), trained on the ADL text"
+TUNED_OFF = "the tuned-lens reading is left out (--adl-tuned-steps 0)"
+TUNED_LR, TUNED_BATCH, TUNED_SEED = 1e-3, 512, 0  # Adam settings of the tuned lens (`interp lens`'s defaults)
 
 
 @dataclass(frozen=True)
@@ -33,7 +40,9 @@ class Spec:
     Writes kl [direction, prompt, pos], act_diff_norm [layer, prompt, pos], pred_base and pred_post [prompt, pos]
     (each model's top next token), tokens and mask [prompt, pos], adl_delta [layer, slot, d_model] (mean post - base
     at each of the first --adl-positions positions of the ADL text, and their mean), adl_top_ids and adl_top_logits
-    [layer, slot, rank].
+    [layer, slot, rank]; unless --adl-tuned-steps is 0, adl_tuned_top_ids and adl_tuned_top_logits [layer, slot,
+    rank] (the same difference read by a tuned lens of the post model trained on the ADL text) and adl_tuned_loss
+    [train_step] (its training loss).
     """
 
     base: Annotated[Path, Arg("Base checkpoint directory.")]
@@ -44,6 +53,9 @@ class Spec:
                                             "--prompts); default: the prompts.", ("--adl-text",))] = None
     adl_positions: Annotated[int, Opt("First token positions of the ADL text whose mean difference is read "
                                       "(Minder et al.: 5).", ("--adl-positions",))] = 5
+    adl_tuned_steps: Annotated[int, Opt("Adam steps training the post model's tuned lens on the ADL text, which reads "
+                                        "the difference beside the logit lens (0 to 100000; 0: no tuned lens).",
+                                        ("--adl-tuned-steps",))] = 250
     top_k: Annotated[int, Opt("Changed tokens listed, and tokens read per layer by the lens.", ("--top-k",))] = 10
     bos: Annotated[bool, Opt(BOS_HELP, ("--bos/--no-bos",))] = BOS_DEFAULT
     backend: Annotated[str, Opt("Model backend: auto, native, transformer_lens or nnsight.")] = "auto"
@@ -115,6 +127,7 @@ def check_inputs(s: Spec) -> Checked:
     ids = encoded(s.prompts, tokenizer, s.bos, facts.n_ctx)
     adl_ids = ids if s.adl_text is None else encoded(s.adl_text, tokenizer, s.bos, facts.n_ctx)
     check_range("--adl-positions", s.adl_positions, 1, max(map(len, adl_ids)))
+    check_range("--adl-tuned-steps", s.adl_tuned_steps, 0, 100_000)
     return Checked(out, facts.n_layers, tokenizer, ids, adl_ids)
 
 
@@ -137,15 +150,16 @@ def run(spec: Spec) -> Results:
     adl_tokens, adl_mask = pad(c.tokenizer, [x[:s.adl_positions] for x in c.adl_ids], side="right")
     delta = with_mean_position(mean_difference(models, adl_tokens, adl_mask, c.n_layers))
     lens = lens_part(models["post"], delta, s.top_k, c.tokenizer) if lens_ok else ({}, {"adl_skipped": NO_LENS})
+    tuned = tuned_part(models["post"], delta, c, s) if lens_ok else ({}, {})
     summary = {"method": "token-level diffing and the activation-difference lens (Minder et al. 2025)",
                "base": str(s.base), "post": str(s.post), "n_prompts": len(c.ids), "n_tokens": int(mask.sum()),
                "mean_kl": diff.mean_kl(), "top_changed": changed_rows(diff, tokens, s.top_k, c.tokenizer),
                "prompt_tokens": [token_strings(c.tokenizer, x) for x in c.ids],
                "adl_text": "the prompts" if s.adl_text is None else str(s.adl_text), "adl_n_texts": len(c.adl_ids),
-               "adl_texts_per_position": adl_mask.sum(0).tolist(), **lens[1], "bos": s.bos,
+               "adl_texts_per_position": adl_mask.sum(0).tolist(), **lens[1], **tuned[1], "bos": s.bos,
                "backend": models["base"].backend}
     tensors = {"kl": diff.kl, "act_diff_norm": diff.norms, "pred_base": diff.pred_base, "pred_post": diff.pred_post,
-               "tokens": tokens, "mask": mask, "adl_delta": delta, **lens[0]}
+               "tokens": tokens, "mask": mask, "adl_delta": delta, **lens[0], **tuned[0]}
     return write(UNIT, c.out, tensors, summary, title=f"Token-level diff: {s.post.name} vs {s.base.name}",
                  axes=diff_axes(s.adl_positions), tokenization={"bos": s.bos, "padding": "right"},
                  inputs=pair_inputs(s.base, s.post, [("prompts", s.prompts), ("adl_text", s.adl_text)]),
@@ -162,19 +176,42 @@ def slots(k: int) -> list[str]:
     return [f"pos {j}" for j in range(k)] + [f"mean pos 0-{k - 1}"]
 
 
-def lens_part(post: Any, delta: Tensor, top_k: int, tokenizer: Any) -> tuple[dict[str, Tensor], dict[str, Any]]:
-    """(tensors, summary entries) of the activation-difference lens read by the post model's logit lens. A tuned lens
-    (interp/dynamics/lenses.py) plugs in here as a second `diffing.Lens` given to `lens_top`, its tensors and summary
-    entries named adl_tuned_*."""
-    from interp.base_vs_post.diffing import lens_top, logit_lens, unpredicted_ids
+def lens_reading(prefix: str, lens: Lens, delta: Tensor, top_k: int, tokenizer: Any
+                 ) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """(tensors, summary entries) of the activation-difference lens read by `lens`, named `prefix`_top_ids,
+    `prefix`_top_logits and `prefix`_top_tokens (per layer and slot, the decoded top tokens)."""
+    from interp.base_vs_post.diffing import lens_top, unpredicted_ids
 
-    left_out = unpredicted_ids(tokenizer)
-    ids, values = lens_top(logit_lens(post), delta, top_k, left_out)
+    ids, values = lens_top(lens, delta, top_k, unpredicted_ids(tokenizer))
     names = slots(delta.shape[1] - 1)
     top = {f"L{layer}": {slot: token_strings(tokenizer, ids[layer, j]) for j, slot in enumerate(names)}
            for layer in range(len(ids))}
-    return ({"adl_top_ids": ids, "adl_top_logits": values},
-            {"adl_lens": LENS, "adl_left_out": token_strings(tokenizer, left_out), "adl_top_tokens": top})
+    return {f"{prefix}_top_ids": ids, f"{prefix}_top_logits": values}, {f"{prefix}_top_tokens": top}
+
+
+def lens_part(post: Any, delta: Tensor, top_k: int, tokenizer: Any) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """(tensors, summary entries) of the activation-difference lens read by the post model's logit lens (adl_*)."""
+    from interp.base_vs_post.diffing import logit_lens, unpredicted_ids
+
+    tensors, summary = lens_reading("adl", logit_lens(post), delta, top_k, tokenizer)
+    return tensors, summary | {"adl_lens": LENS, "adl_left_out": token_strings(tokenizer, unpredicted_ids(tokenizer))}
+
+
+def tuned_part(post: Any, delta: Tensor, c: Checked, s: Spec) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """(tensors, summary entries) of the activation-difference lens read by a tuned lens of the post model trained on
+    every real token of the whole ADL texts (adl_tuned_*, with its training loss); only a note when turned off."""
+    from interp.base_vs_post.diffing import train_text_lens, tuned_lens
+    from interp.data.tokens import pad
+
+    if s.adl_tuned_steps == 0:
+        return {}, {"adl_tuned_skipped": TUNED_OFF}
+    tokens, mask = pad(c.tokenizer, c.adl_ids, side="right")
+    lens, loss = train_text_lens(post, tokens, mask, s.adl_tuned_steps, TUNED_LR, TUNED_BATCH, TUNED_SEED)
+    tensors, summary = lens_reading("adl_tuned", tuned_lens(post, lens), delta, s.top_k, c.tokenizer)
+    training = {"trained_on": f"{int(mask.sum())} real tokens of the ADL text", "optimiser": "Adam",
+                "steps": s.adl_tuned_steps, "lr": TUNED_LR, "batch": TUNED_BATCH, "seed": TUNED_SEED,
+                "loss_first": float(loss[0]), "loss_last": float(loss[-1])}
+    return tensors | {"adl_tuned_loss": loss}, summary | {"adl_tuned_lens": TUNED_LENS, "adl_tuned_training": training}
 
 
 def changed_rows(diff: TokenDiff, tokens: Tensor, k: int, tokenizer: Any) -> list[dict[str, Any]]:
@@ -195,7 +232,7 @@ def changed_rows(diff: TokenDiff, tokens: Tensor, k: int, tokenizer: Any) -> lis
 
 
 def diff_axes(k: int) -> dict[str, Any]:
-    """Axes of every tensor `run` writes (the lens's only when it ran)."""
+    """Axes of every tensor `run` writes (the lenses' only when they ran)."""
     from interp.base_vs_post.diffing import DIRECTIONS
     from interp.results import axes
 
@@ -203,11 +240,13 @@ def diff_axes(k: int) -> dict[str, Any]:
     return {"kl": axes("direction", "prompt", "pos", **ticks), "act_diff_norm": axes("layer", "prompt", "pos"),
             **{name: axes("prompt", "pos") for name in ("pred_base", "pred_post", "tokens", "mask")},
             "adl_delta": axes("layer", "slot", "d_model", **ticks),
-            **{name: axes("layer", "slot", "rank", **ticks) for name in ("adl_top_ids", "adl_top_logits")}}
+            **{f"{prefix}_{name}": axes("layer", "slot", "rank", **ticks)
+               for prefix in ("adl", "adl_tuned") for name in ("top_ids", "top_logits")},
+            "adl_tuned_loss": axes("train_step")}
 
 
 def figures(results: Results) -> list[Any]:
-    """Mean KL per prompt both ways, the mean activation-difference norm per layer and position, and the lens's top
+    """Mean KL per prompt both ways, the mean activation-difference norm per layer and position, and each lens's top
     tokens per layer (pooled slot)."""
     import plotly.graph_objects as go
 
@@ -222,12 +261,13 @@ def figures(results: Results) -> list[Any]:
                           f"Mean KL per prompt (all tokens: {s['mean_kl']})", "KL (nats)"),
              heatmaps({"|resid_post(post) - resid_post(base)|": t["act_diff_norm"].sum(1) / mask.sum(0).clamp_min(1)},
                       [str(j) for j in range(mask.shape[1])], "Activation-difference norm, mean over prompts")]
-    if "adl_top_tokens" in s:
-        top = s["adl_top_tokens"]
-        pooled = {layer: list(by_slot.values())[-1] for layer, by_slot in top.items()}
-        shown.append(go.Figure(go.Table(header={"values": ["layer", "tokens promoted (mean of first positions)"]},
-                                        cells={"values": [list(pooled), [" | ".join(x) for x in pooled.values()]]}))
-                     .update_layout(title=f"Activation-difference lens ({s['adl_lens']})"))
+    for prefix in ("adl", "adl_tuned"):
+        if f"{prefix}_top_tokens" in s:
+            pooled = {layer: list(by_slot.values())[-1] for layer, by_slot in s[f"{prefix}_top_tokens"].items()}
+            shown.append(go.Figure(go.Table(header={"values": ["layer", "tokens promoted (mean of first positions)"]},
+                                            cells={"values": [list(pooled),
+                                                              [" | ".join(x) for x in pooled.values()]]}))
+                         .update_layout(title=f"Activation-difference lens ({s[f'{prefix}_lens']})"))
     return shown
 
 

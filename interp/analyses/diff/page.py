@@ -1,5 +1,6 @@
 """Token-level diff page: the prompts coloured by per-token KL, the top changed tokens, the activation-difference norms
-and the activation-difference lens's top tokens per layer (Minder et al. 2025)."""
+and the activation-difference lens's top tokens per layer (Minder et al. 2025), read by the logit lens and by a tuned
+lens."""
 
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ def kl_text(tokens: Sequence[str], values: Sequence[float], top: float, width: i
 
 def render(results: Results, found: list[Path]) -> None:
     """Prompt text coloured by KL (direction and prompt chosen), the changed-tokens table, a norms heatmap per prompt,
-    and the lens's tokens per layer at a chosen slot."""
+    and both lenses' tokens per layer at a chosen slot."""
     t, s = results.tensors, results.summary
     directions = axes_of(results, "kl")["direction"]
     direction = st.radio("KL direction", directions, horizontal=True, key="diff_direction")
@@ -54,3 +55,11 @@ def render(results: Results, found: list[Path]) -> None:
     st.caption(literal(f"{s['adl_lens']}, on the mean difference over {s['adl_n_texts']} texts ({s['adl_text']}); "
                        f"left out of the ranking (never predicted): {', '.join(s['adl_left_out'])}"))
     st.dataframe({layer: by_slot[slot] for layer, by_slot in s["adl_top_tokens"].items()}, key="diff_adl")
+    if "adl_tuned_top_tokens" not in s:
+        st.caption(literal(s.get("adl_tuned_skipped", "no tuned-lens reading in these results")))
+        return
+    training = s["adl_tuned_training"]
+    st.caption(literal(f"{s['adl_tuned_lens']} ({training['trained_on']}, {training['steps']} Adam steps, KL to the "
+                       f"final distribution {training['loss_first']:.4g} -> {training['loss_last']:.4g}, summed over "
+                       "layers); the last layer is read unchanged, as by the logit lens"))
+    st.dataframe({layer: by_slot[slot] for layer, by_slot in s["adl_tuned_top_tokens"].items()}, key="diff_adl_tuned")

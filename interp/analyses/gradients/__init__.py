@@ -19,9 +19,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional, Sequence
 
-from interp.analyses.unit import (
-    Analysis, Arg, CpusPerTask, GpusPerTask, Opt, RayAddress, Workers, executor_of, settings_of, write,
-)
+from interp.analyses.unit import Analysis, Arg, ExecutorSpec, Opt, executor_of, settings_of, write
 from interp.data.tokens import BOS_DEFAULT, BOS_HELP
 from interp.errors import InterpError
 
@@ -35,7 +33,7 @@ SIDES = ("a", "b")
 
 
 @dataclass(frozen=True)
-class Spec:
+class Spec(ExecutorSpec):
     """Gradient nuclear norm, sigma_1 ratio and Frobenius norm per layer and projection; MAD tables; comparisons."""
 
     model: Annotated[Path, Arg("Checkpoint directory (Hugging Face layout).")]
@@ -54,10 +52,6 @@ class Spec:
     limit: Annotated[Optional[int], Opt("Use only the first N samples (at least 1).", ("--limit",))] = None
     device: Annotated[str, Opt("cpu, cuda, cuda:N or auto.", ("--device",))] = "cpu"
     dtype: Annotated[str, Opt("float32, bfloat16, float16 or float64.", ("--dtype",))] = "float32"
-    workers: Workers = 1
-    ray: RayAddress = None
-    gpus_per_task: GpusPerTask = 0.0
-    cpus_per_task: CpusPerTask = None
     force: Annotated[bool, Opt("Replace what --out holds.", ("--force",))] = False
 
 

@@ -10,9 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional
 
-from interp.analyses.unit import (
-    Analysis, Arg, CpusPerTask, GpusPerTask, Opt, RayAddress, Workers, executor_of, settings_of, write,
-)
+from interp.analyses.unit import Analysis, Arg, ExecutorSpec, Opt, executor_of, settings_of, write
 from interp.checkpoints import REVISIONS_HELP
 from interp.errors import InterpError
 
@@ -23,7 +21,7 @@ PARTIAL_DIR = "partial"  # per-checkpoint scores, kept beside the results for re
 
 
 @dataclass(frozen=True)
-class Spec:
+class Spec(ExecutorSpec):
     """Scores of every head at every checkpoint, the formation step of each induction head, and the ICL curve."""
 
     run: Annotated[Path, Arg("A run directory of checkpoints (or one checkpoint), or a hub id (org/name) in the "
@@ -38,10 +36,6 @@ class Spec:
     seed: Annotated[int, Opt("Seed for the random probe tokens.")] = 0
     clamps: Annotated[bool, Opt("Apply the clamps a clamped training run recorded in run.json.")] = True
     device: Annotated[str, Opt("cpu, cuda, cuda:N or auto.")] = "cpu"
-    workers: Workers = 1
-    ray: RayAddress = None
-    gpus_per_task: GpusPerTask = 0.0
-    cpus_per_task: CpusPerTask = None
     force: Annotated[bool, Opt("Replace what --out holds.", ("--force",))] = False
 
 

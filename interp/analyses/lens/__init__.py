@@ -16,9 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional
 
-from interp.analyses.unit import (
-    Analysis, Arg, CpusPerTask, GpusPerTask, Opt, RayAddress, Workers, executor_of, settings_of, write,
-)
+from interp.analyses.unit import Analysis, Arg, ExecutorSpec, Opt, executor_of, settings_of, write
 from interp.checkpoints import REVISIONS_HELP
 from interp.data.tokens import BOS_DEFAULT, BOS_HELP
 from interp.errors import InterpError
@@ -34,7 +32,7 @@ TASK_EXAMPLE = '{"clean": "The capital of France is", "answer": " Paris"}'
 
 
 @dataclass(frozen=True)
-class Spec:
+class Spec(ExecutorSpec):
     """Logit lens and tuned lens at every checkpoint, layer and position: KL to the final distribution, entropy, and
     a task's answer rank and probability; tuned lenses trained on a training split of --prompts, saved in
     OUT/partial/lenses/."""
@@ -57,10 +55,6 @@ class Spec:
     bos: Annotated[bool, Opt(BOS_HELP, ("--bos/--no-bos",))] = BOS_DEFAULT
     force: Annotated[bool, Opt("Replace what --out holds.", ("--force",))] = False
     device: Annotated[str, Opt("cpu, cuda, cuda:N or auto.")] = "cpu"
-    workers: Workers = 1
-    ray: RayAddress = None
-    gpus_per_task: GpusPerTask = 0.0
-    cpus_per_task: CpusPerTask = None
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional
 
-from interp.analyses.unit import Analysis, Arg, CpusPerTask, GpusPerTask, Opt, RayAddress, Workers, write
+from interp.analyses.unit import Analysis, Arg, ExecutorSpec, Opt, write
 from interp.checkpoints import REVISIONS_HELP
 from interp.data.tokens import BOS_DEFAULT, BOS_HELP
 
@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True)
-class Spec:
+class Spec(ExecutorSpec):
     """Sweep every checkpoint: results.safetensors ([checkpoint, layer, ...] per site), summary.json, report.html.
 
     Every input is checked before any model is loaded; a finished checkpoint is reused only while its weights,
@@ -47,10 +47,6 @@ class Spec:
     bos: Annotated[bool, Opt(BOS_HELP, ("--bos/--no-bos",))] = BOS_DEFAULT
     attribution: Annotated[bool, Opt("Also run attribution patching (one forward and backward) and report its "
                                      "correlation with exact patching per checkpoint.", ("--attribution",))] = False
-    workers: Workers = 1
-    ray: RayAddress = None
-    gpus_per_task: GpusPerTask = 0.0
-    cpus_per_task: CpusPerTask = None
     force: Annotated[bool, Opt("Replace what --out holds (never a checkpoint directory).", ("--force",))] = False
 
 
