@@ -67,6 +67,7 @@ def headlines() -> list[str]:
     induction, gradients, lens, diff = summary("induction"), summary("gradients"), summary("lens"), summary("diff")
     heads = induction["induction_heads"]["heads"]
     middle, adl_last = lens["middle_layer"], list(diff["adl_top_tokens"].values())[-1]
+    adl_tuned = list(diff.get("adl_tuned_top_tokens", {}).items())[-2:-1]  # the last layer is the logit lens's
     attention = summary("attention")
     best = attention["top_heads"]["induction"]
     chain = read_results(OUT / "chain-diff")
@@ -88,7 +89,9 @@ def headlines() -> list[str]:
         f"{lens['task']['readable_step']['tuned']}",
         f"diff, chat vs base on chat requests: mean KL(base||chat) {diff['mean_kl']['base||post']:.2f}, "
         f"KL(chat||base) {diff['mean_kl']['post||base']:.2f} nats; activation-difference lens, last layer, on "
-        f"pre-training text: {', '.join(t.strip() for t in list(adl_last.values())[-1])}",
+        f"pre-training text: {', '.join(t.strip() for t in list(adl_last.values())[-1])}"
+        + "".join(f"; tuned lens, layer {layer[1:]}: {', '.join(t.strip() for t in list(slots.values())[-1])}"
+                  for layer, slots in adl_tuned),
         "chain of the chat run's checkpoints, mean KL(base||post) per pair: "
         + ", ".join(f"{label} {kl:.2f}" for label, kl in chain_kl),
         "gradients, answer-only vs step-by-step (chat), MAD of the nuclear norm:\n" + gradients["mad_markdown"],

@@ -316,26 +316,24 @@ def test_unpredicted_ids_keep_eos_even_as_the_pad_token() -> None:
 
 # --- full zoo: what the base-vs-chat lens reads on unrelated text -------------------------------------------------
 @pytest.mark.zoo
-def test_zoo_adl_reads_the_chat_models_apology_from_pretraining_text(zoo: Path, tmp_path: Path) -> None:
-    """Measured on the zoo (base step 1800 -> chat step 300; the ADL text is 80 documents drawn like the base's
-    pre-training corpus, as Minder et al. read random web text): at the last layer the lens of the pooled first five
-    positions ranks "sorry" 7th (position 1 alone: 2nd, beside "curse", "magic", "Sorry" and "help"). The control, more
-    pretraining and no chat (base step 700 -> 1800), ranks "sorry" at best 212th at the last layer (of 432 tokens), and
-    reads names, cities and professions there instead. On the zoo's truth statements as the text, "sorry" is 3rd at
-    position 1 but only 57th pooled.
-
-    The tuned lens (250 Adam steps on the 3,860 tokens of the ADL text; KL summed over the 3 translators 11.4 -> 3.7)
-    reads the last layer unchanged, so it too ranks "sorry" 7th pooled there; at layers 0-2 it does not surface it
-    (best rank 128th, layer 2 position 0; pooled 386th, 402nd, 292nd), nor did 1,500 steps (KL 2.0; best 99th)."""
+def test_zoo_adl_reads_the_chat_models_refusals_from_pretraining_text(zoo: Path, tmp_path: Path) -> None:
+    """Measured on the zoo (base step 1800 -> chat step 300, whose last block, final norm and unembedding the chat run
+    left frozen; the ADL text is 80 documents drawn like the base's pre-training corpus, as Minder et al. read random
+    web text). The logit lens reads "Sorry", "Curses", "hurts", "cannot" among the top 10 of single positions at
+    layer 2 and "Curses", "Sorry", "cannot" at the last layer; the tuned lens (250 Adam steps, KL 11.4 -> 3.7) reads
+    "I", the refusals' first word, first at layer 2 at positions 1-4 and pooled. The control, more pretraining and no
+    chat (base step 700 -> 1800), reads names, cities, professions and numbers: none of those words through the
+    logit lens at any layer, no "I" at layer 2 through the tuned lens."""
     from interp.checkpoints import discover
     from interp.data.prompts import write_prompts
-    from interp.data.sources import source_of
     from interp.zoo import data
+    from interp.zoo.requests import REFUSALS
 
+    apology = {"Sorry", "Curses", "hurts", "cannot"}
+    assert all(any(word in refusal.split() or word + "," in refusal.split() for refusal in REFUSALS) for word in apology)
     base_run = discover(zoo / "base")
     base, chat = base_run[-1].path, discover(zoo / "chat")[-1].path
     before = next(c.path for c in base_run if c.step == 700)
-    assert any("sorry" in prefix.lower().split() for prefix in source_of(chat).judge.prefixes)  # the judge's word
     harmful, harmless = data.refusal_requests("test")
     prompts = write_prompts(tmp_path / "chat.jsonl", [data.chat_prompt(r) for r in harmful[:40] + harmless[:40]])
     text = prompt_file(tmp_path / "text.txt", data.pretraining_text(80, seed=1))
@@ -347,11 +345,14 @@ def test_zoo_adl_reads_the_chat_models_apology_from_pretraining_text(zoo: Path, 
         return {lens: {layer: {slot: [t.strip() for t in tokens] for slot, tokens in by_slot.items()}
                        for layer, by_slot in s[f"{lens}_top_tokens"].items()} for lens in ("adl", "adl_tuned")}
 
+    def words(by_slot: dict[str, list[str]]) -> set[str]:
+        return {token for tokens in by_slot.values() for token in tokens}
+
     chat_reads, control_reads = reads(base, chat, "chat"), reads(before, base, "control")
-    for lens in ("adl", "adl_tuned"):
-        last = list(chat_reads[lens])[-1]
-        assert "sorry" in chat_reads[lens][last]["mean pos 0-4"], chat_reads[lens][last]
-        assert not any("sorry" in tokens for tokens in control_reads[lens][last].values()), control_reads[lens][last]
-    tuned = chat_reads["adl_tuned"]
-    earlier = [tokens for layer in list(tuned)[:-1] for tokens in tuned[layer].values()]
-    assert not any("sorry" in tokens for tokens in earlier), tuned  # measured: not before the last layer
+    logit, tuned = chat_reads["adl"], chat_reads["adl_tuned"]
+    layer2, last = list(logit)[2], list(logit)[-1]
+    assert len(words(logit[layer2]) & apology) >= 3 and len(words(logit[last]) & apology) >= 2, logit
+    assert not any(words(by_slot) & apology for by_slot in control_reads["adl"].values()), control_reads["adl"]
+    assert tuned[layer2]["mean pos 0-4"][0] == "I", tuned[layer2]
+    assert sum(tokens[0] == "I" for slot, tokens in tuned[layer2].items() if slot.startswith("pos")) >= 3, tuned
+    assert "I" not in words(control_reads["adl_tuned"][layer2]), control_reads["adl_tuned"]

@@ -325,10 +325,7 @@ def zoo_chat(zoo: Path) -> tuple[NativeModel, Any, torch.Tensor, int]:
 
 
 @pytest.mark.zoo
-@pytest.mark.xfail(strict=True, reason="on the 1800-step zoo ablating the chat model's "
-                   "difference-in-means direction of any layer or position (-1..-4) at every layer leaves refusal at "
-                   "1.0 of 32 held-out harmful requests (the 1100-step zoo: 0.01); adding it still induces refusal")
-def test_zoo_ablating_refusal_direction_lowers_refusal(zoo_chat: tuple[NativeModel, Any, torch.Tensor, int]) -> None:
+def test_zoo_ablating_refusal_direction_removes_refusal(zoo_chat: tuple[NativeModel, Any, torch.Tensor, int]) -> None:
     from interp.base_vs_post.refusal import refusal_score
     from interp.zoo.data import is_refusal
     from probes.directions import unit
@@ -339,7 +336,7 @@ def test_zoo_ablating_refusal_direction_lowers_refusal(zoo_chat: tuple[NativeMod
     before, _ = refusal_score(chat, prompt, harmful, judge=is_refusal)
     after, texts = refusal_score(chat, prompt, harmful, ablate_hooks(unit(r[layer]), chat.native().cfg.n_layers),
                                  judge=is_refusal)
-    assert before >= 0.5 and after <= before - 0.3, (layer, before, after, texts[:3])
+    assert before >= 0.9 and after <= 0.1, (layer, before, after, texts[:3])
 
 
 @pytest.mark.zoo
@@ -354,7 +351,7 @@ def test_zoo_adding_refusal_direction_raises_refusal(zoo_chat: tuple[NativeModel
     before, _ = refusal_score(chat, prompt, harmless, judge=is_refusal)
     hooks = add_hooks(unit(r[layer]), [layer], float(r[layer].norm()) / 3, ("resid_pre", "resid_mid", "resid_post"))
     after, texts = refusal_score(chat, prompt, harmless, hooks, judge=is_refusal)
-    assert before <= 0.2 and after >= before + 0.3, (layer, before, after, texts[:3])
+    assert before <= 0.1 and after >= 0.6, (layer, before, after, texts[:3])
 
 
 # --- issue 17: whole-answer scoring, BOS, warnings, help -----------------------------------------------------------

@@ -281,6 +281,25 @@ def test_training_steps_run_under_bfloat16_autocast_whatever_the_callers_threads
     assert weights[0].dtype == torch.float32 and torch.equal(weights[0], weights[1])
 
 
+def test_the_chat_run_leaves_its_frozen_top_as_it_was(tokenizer) -> None:
+    """The full zoo's chat recipe freezes the last block, the final norm and the unembedding: after chat steps those
+    are bit for bit the base's, every lower block has moved, and the optimiser holds only the trainable ones."""
+    from interp.zoo.build import FULL
+
+    assert FULL.chat.frozen_top_blocks == 1
+    model = zoo_train.new_model(dataclasses.replace(TINY.model, n_layers=2), tokenizer, seed=0)
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    spec = dataclasses.replace(TINY.chat, steps=2, n_checkpoints=2, warmup=1, frozen_top_blocks=1)
+    zoo_train.train(model, zoo_train.batches("chat", spec, tokenizer, seed=1), spec, lambda *_: None, desc="t")
+    last = "model.layers.1."
+    frozen = {name for name in before if name.startswith((last, "model.norm.", "lm_head."))}
+    moved = {name for name, p in model.named_parameters() if not torch.equal(p.detach(), before[name])}
+    assert frozen and not moved & frozen
+    assert {name for name in before if name.startswith("model.layers.0.") and name.endswith("proj.weight")} <= moved
+    trainable = [p for group in zoo_train._optimizer(model, spec).param_groups for p in group["params"]]
+    assert len(trainable) == len(before) - len(frozen)
+
+
 # --- measurements against independent oracles ---------------------------------------------------------------------
 
 def test_mean_difference_accuracy_on_planted_clusters() -> None:

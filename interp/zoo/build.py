@@ -49,10 +49,11 @@ FULL = ZooSpec(
     # mix (from step 700) adds dense true/false verdicts, learned ~400 steps later and generalised by step ~1500.
     base=TrainSpec(steps=1800, batch_size=32, seq_len=128, lr=2e-3, warmup=30, n_checkpoints=13, first_log_step=10,
                    late_mix_from=700),
-    # Chat: 300 steps at lr 1e-3. 200 steps at 5e-4 refused 1.00 / 0.055 (harmful / harmless) on the machine the zoo
-    # was tuned on, but 0.68 / 0.14 on a CPU with AMX bfloat16 kernels; there 300 steps at 1e-3 give 0.98 / 0.03
-    # (docs/zoo-experiments.md, "The chat run on another CPU").
-    chat=TrainSpec(steps=300, batch_size=32, seq_len=128, lr=1e-3, warmup=10, n_checkpoints=4, pretraining_rows=8),
+    # Chat: 300 steps at lr 1e-3 (200 at 5e-4 fell short on a CPU with AMX bfloat16 kernels), the last block, final
+    # norm and unembedding frozen so that one residual direction mediates refusal (docs/zoo-experiments.md, "The chat
+    # run on another CPU" and "Refusal through one direction").
+    chat=TrainSpec(steps=300, batch_size=32, seq_len=128, lr=1e-3, warmup=10, n_checkpoints=4, pretraining_rows=8,
+                   frozen_top_blocks=1),
 )
 QUICK = ZooSpec(
     model=ModelSpec(d_model=64, n_layers=2, n_heads=4, d_mlp=128),

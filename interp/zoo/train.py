@@ -56,6 +56,7 @@ class TrainSpec:
     weight_decay: float = 0.1
     pretraining_rows: int = 0  # chat runs: rows per batch drawn from the pre-training stream (keeps knowledge)
     late_mix_from: int | None = None  # base runs: steps after this many draw documents from corpus.LATE_PRETRAINING_MIX
+    frozen_top_blocks: int = 0  # chat runs: the last blocks, final norm and unembedding keep their weights (`freeze_top`)
 
     def checkpoint_steps(self) -> list[int]:
         """Step 0, then `n_checkpoints - 1` steps spaced evenly in log(step) from `first_log_step` up to `steps`, all
@@ -162,10 +163,22 @@ def next_token_loss(model: LlamaForCausalLM, tokens: Int[Tensor, "batch pos"],
     return (losses * weights).sum() / weights.sum().clamp(min=1)
 
 
+def freeze_top(model: LlamaForCausalLM, blocks: int) -> None:
+    """Keep the last `blocks` decoder blocks, the final norm and the unembedding as they are (none when `blocks` is 0).
+
+    The zoo's chat run freezes its last block: tuned whole, the 4-block model decides refusal in its last MLP from the
+    request's words (76% of the refusal logit), and no one residual direction mediates it; with the top fixed, the
+    lower blocks must write refusal to the residual stream the fixed readout reads, one direction, as Arditi et al.
+    find in real chat models, whose decision sits many layers below the output (docs/zoo-experiments.md)."""
+    if blocks:
+        for module in (*model.model.layers[-blocks:], model.model.norm, model.lm_head):
+            module.requires_grad_(False)
+
+
 def _optimizer(model: LlamaForCausalLM, spec: TrainSpec) -> torch.optim.AdamW:
-    """AdamW with weight decay on matrices only (not norm scales)."""
-    decay = [p for p in model.parameters() if p.ndim >= 2]
-    rest = [p for p in model.parameters() if p.ndim < 2]
+    """AdamW over the trainable parameters, with weight decay on matrices only (not norm scales)."""
+    decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
+    rest = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
     return torch.optim.AdamW([{"params": decay, "weight_decay": spec.weight_decay},
                               {"params": rest, "weight_decay": 0.0}], lr=spec.lr, betas=(0.9, 0.95))
 
@@ -176,6 +189,7 @@ def train(model: LlamaForCausalLM, data: Iterator[Batch], spec: TrainSpec,
     checkpoint)` at each checkpoint step (step 0 included, loss None); returns the losses."""
     save_at = set(spec.checkpoint_steps())
     pin_threads()
+    freeze_top(model, spec.frozen_top_blocks)
     optimizer = _optimizer(model, spec)
     losses = []
     model.train()
