@@ -14,6 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
+from interp.checkpoints import REVISIONS_HELP
+from interp.data.tokens import BOS_HELP
+
 if TYPE_CHECKING:
     from interp.executors import Executor
     from interp.results import Axes, Results
@@ -56,6 +59,10 @@ class Analysis:
         `ExecutorSpec`'s) last."""
         return sorted(dataclasses.fields(self.spec), key=lambda field: field.kw_only)
 
+
+# Options that many Specs declare alike: the data layer's BOS policy, and the revisions of a hub id swept as a run.
+Bos = typing.Annotated[bool, Opt(BOS_HELP, ("--bos/--no-bos",))]
+Revisions = typing.Annotated[typing.Optional[str], Opt(REVISIONS_HELP, ("--revisions",))]
 
 # The fields of a Spec whose sweep runs its units on an executor (`executor_of`); the results never depend on them.
 Workers = typing.Annotated[int, Opt("Run checkpoints on N local processes (results identical to one).",

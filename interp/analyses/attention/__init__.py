@@ -19,9 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional
 
-from interp.analyses.unit import Analysis, Arg, ExecutorSpec, Opt, executor_of, settings_of, write
-from interp.checkpoints import REVISIONS_HELP
-from interp.data.tokens import BOS_DEFAULT, BOS_HELP
+from interp.analyses.unit import Analysis, Arg, Bos, ExecutorSpec, Opt, Revisions, executor_of, settings_of, write
+from interp.data.tokens import BOS_DEFAULT
 from interp.errors import InterpError
 
 if TYPE_CHECKING:
@@ -49,12 +48,12 @@ class Spec(ExecutorSpec):
     prompts: Annotated[Optional[Path], Opt("Prompt file (text, one a line, or JSONL {\"prompt\": ...}), read after "
                                            "any --prompt.", ("--prompts",))] = None
     layers: Annotated[Optional[str], Opt("Comma-separated layers to keep (default: all).", ("--layers",))] = None
-    revisions: Annotated[Optional[str], Opt(REVISIONS_HELP, ("--revisions",))] = None
+    revisions: Revisions = None
     seq_len: Annotated[int, Opt("Length T of the induction probe's repeated random segment [BOS, r_1..r_T, "
                                 "r_1..r_T] (as interp induction scores).")] = 50
     batch: Annotated[int, Opt("Sequences in the induction probe (at least 1).")] = 10
     seed: Annotated[int, Opt("Seed for the induction probe's random tokens.")] = 0
-    bos: Annotated[bool, Opt(BOS_HELP, ("--bos/--no-bos",))] = BOS_DEFAULT
+    bos: Bos = BOS_DEFAULT
     device: Annotated[str, Opt("cpu, cuda, cuda:N or auto.")] = "cpu"
 
     @classmethod

@@ -16,10 +16,9 @@ import dataclasses
 import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any
 
-from interp.analyses.unit import Analysis, Arg, Opt, cli_form, settings_of, write
-from interp.checkpoints import REVISIONS_HELP
+from interp.analyses.unit import Analysis, Arg, Opt, Revisions, cli_form, settings_of, write
 from interp.errors import InterpError
 
 if TYPE_CHECKING:
@@ -64,7 +63,7 @@ class Spec:
     set: Annotated[tuple[str, ...], Opt("A setting of the pair analysis as KEY=VALUE, KEY its option name "
                                         "(prompts, top-k, no-bos...); repeatable, a list setting takes every "
                                         "value given. E.g. --set prompts=p.txt.", ("--set",))] = ()
-    revisions: Annotated[Optional[str], Opt(REVISIONS_HELP, ("--revisions",))] = None
+    revisions: Revisions = None
     force: Annotated[bool, Opt("Replace what --out holds (and recompute every pair).", ("--force",))] = False
 
 

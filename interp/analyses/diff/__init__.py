@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional
 
-from interp.analyses.unit import Analysis, Arg, Opt, settings_of, write
-from interp.data.tokens import BOS_DEFAULT, BOS_HELP
+from interp.analyses.unit import Analysis, Arg, Bos, Opt, settings_of, write
+from interp.data.tokens import BOS_DEFAULT
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -57,7 +57,7 @@ class Spec:
                                         "the difference beside the logit lens (0 to 100000; 0: no tuned lens).",
                                         ("--adl-tuned-steps",))] = 250
     top_k: Annotated[int, Opt("Changed tokens listed, and tokens read per layer by the lens.", ("--top-k",))] = 10
-    bos: Annotated[bool, Opt(BOS_HELP, ("--bos/--no-bos",))] = BOS_DEFAULT
+    bos: Bos = BOS_DEFAULT
     backend: Annotated[str, Opt("Model backend: auto, native, transformer_lens or nnsight.")] = "auto"
     device: Annotated[str, Opt("torch device, e.g. cpu or cuda.")] = "cpu"
     force: Annotated[bool, Opt("Replace what --out holds.", ("--force",))] = False

@@ -19,8 +19,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional, Sequence
 
-from interp.analyses.unit import Analysis, Arg, ExecutorSpec, Opt, executor_of, settings_of, write
-from interp.data.tokens import BOS_DEFAULT, BOS_HELP
+from interp.analyses.unit import Analysis, Arg, Bos, ExecutorSpec, Opt, executor_of, settings_of, write
+from interp.data.tokens import BOS_DEFAULT
 from interp.errors import InterpError
 
 if TYPE_CHECKING:
@@ -45,7 +45,7 @@ class Spec(ExecutorSpec):
     label_b: Annotated[Optional[str], Opt("Name of condition b in reports.", ("--label-b",))] = None
     template: Annotated[str, Opt("auto | plain (instruction + newline) | chat (the tokenizer's, or that of the data "
                                  "source that chat-tuned the checkpoint).", ("--template",))] = "auto"
-    bos: Annotated[bool, Opt(BOS_HELP, ("--bos/--no-bos",))] = BOS_DEFAULT
+    bos: Bos = BOS_DEFAULT
     mlp: Annotated[bool, Opt("Also the MLP matrices (gate/up/down).", ("--mlp",))] = False
     batch_size: Annotated[int, Opt("Samples per forward/backward pass (at least 1).", ("--batch-size",))] = 8
     max_length: Annotated[int, Opt("Truncate samples to this many tokens (at least 2).", ("--max-length",))] = 1024

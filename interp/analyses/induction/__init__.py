@@ -10,8 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional
 
-from interp.analyses.unit import Analysis, Arg, ExecutorSpec, Opt, executor_of, settings_of, write
-from interp.checkpoints import REVISIONS_HELP
+from interp.analyses.unit import Analysis, Arg, ExecutorSpec, Opt, Revisions, executor_of, settings_of, write
 from interp.errors import InterpError
 
 if TYPE_CHECKING:
@@ -27,7 +26,7 @@ class Spec(ExecutorSpec):
     run: Annotated[Path, Arg("A run directory of checkpoints (or one checkpoint), or a hub id (org/name) in the "
                              "Hugging Face cache (see --revisions).")]
     out: Annotated[Path, Opt("Results directory to write.", ("--out",))]
-    revisions: Annotated[Optional[str], Opt(REVISIONS_HELP, ("--revisions",))] = None
+    revisions: Revisions = None
     seq_len: Annotated[int, Opt("Length T of the repeated random segment [BOS, r_1..r_T, r_1..r_T]; 2T+1 tokens "
                                 "must fit the model's context.")] = 50
     batch: Annotated[int, Opt("Sequences per probe batch (at least 1).")] = 10

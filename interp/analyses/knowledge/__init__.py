@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional
 
-from interp.analyses.unit import Analysis, Arg, Opt, settings_of, write
-from interp.data.tokens import BOS_DEFAULT, BOS_HELP
+from interp.analyses.unit import Analysis, Arg, Bos, Opt, settings_of, write
+from interp.data.tokens import BOS_DEFAULT
 
 if TYPE_CHECKING:
     from interp.base_vs_post.entropy import EntropyResult
@@ -38,7 +38,7 @@ class Spec:
     seed: Annotated[int, Opt("Seed for pairing and few-shot order.")] = 0
     backend: Annotated[str, Opt("Patching backend: torch, triton or auto (a family without a native "
                                 "implementation: the exact hooked path).")] = "torch"
-    bos: Annotated[bool, Opt(BOS_HELP, ("--bos/--no-bos",))] = BOS_DEFAULT
+    bos: Bos = BOS_DEFAULT
     device: Annotated[str, Opt("torch device, e.g. cpu or cuda.")] = "cpu"
     force: Annotated[bool, Opt("Replace what --out holds.", ("--force",))] = False
 

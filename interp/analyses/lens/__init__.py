@@ -16,9 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional
 
-from interp.analyses.unit import Analysis, Arg, ExecutorSpec, Opt, executor_of, settings_of, write
-from interp.checkpoints import REVISIONS_HELP
-from interp.data.tokens import BOS_DEFAULT, BOS_HELP
+from interp.analyses.unit import Analysis, Arg, Bos, ExecutorSpec, Opt, Revisions, executor_of, settings_of, write
+from interp.data.tokens import BOS_DEFAULT
 from interp.errors import InterpError
 
 if TYPE_CHECKING:
@@ -51,8 +50,8 @@ class Spec(ExecutorSpec):
     lr: Annotated[float, Opt("Adam learning rate of the tuned lens (0 to 1, exclusive of 0).")] = 1e-3
     lens_batch: Annotated[int, Opt("Token positions per Adam step (at least 1).")] = 512
     seed: Annotated[int, Opt("Seed for the held-out split and the training batches.")] = 0
-    revisions: Annotated[Optional[str], Opt(REVISIONS_HELP, ("--revisions",))] = None
-    bos: Annotated[bool, Opt(BOS_HELP, ("--bos/--no-bos",))] = BOS_DEFAULT
+    revisions: Revisions = None
+    bos: Bos = BOS_DEFAULT
     force: Annotated[bool, Opt("Replace what --out holds.", ("--force",))] = False
     device: Annotated[str, Opt("cpu, cuda, cuda:N or auto.")] = "cpu"
 

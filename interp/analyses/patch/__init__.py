@@ -12,9 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional
 
-from interp.analyses.unit import Analysis, Arg, ExecutorSpec, Opt, write
-from interp.checkpoints import REVISIONS_HELP
-from interp.data.tokens import BOS_DEFAULT, BOS_HELP
+from interp.analyses.unit import Analysis, Arg, Bos, ExecutorSpec, Opt, Revisions, write
+from interp.data.tokens import BOS_DEFAULT
 
 if TYPE_CHECKING:
     from interp.results import Results
@@ -32,7 +31,7 @@ class Spec(ExecutorSpec):
     task: Annotated[Path, Opt('JSONL lines {"clean", "corrupted", "answer", "wrong"}.', ("--task",))]
     out: Annotated[Path, Opt("Results directory: new or empty, or an earlier run of this sweep with the same settings "
                              "(resumes it).", ("--out",))]
-    revisions: Annotated[Optional[str], Opt(REVISIONS_HELP, ("--revisions",))] = None
+    revisions: Revisions = None
     sites: Annotated[str, Opt("Comma-separated: resid_pre resid_mid resid_post attn_out mlp_out z z_by_pos q k v "
                               "pattern (+ _by_pos).", ("--sites",))] = "resid_pre,attn_out,mlp_out,z"
     source: Annotated[Optional[Path], Opt("Patch activations of this checkpoint or run in (cross-model); default the "
@@ -44,7 +43,7 @@ class Spec(ExecutorSpec):
     backend: Annotated[str, Opt("torch, triton or auto.", ("--backend",))] = "torch"
     max_memory: Annotated[Optional[str], Opt("Variant-batch memory budget, e.g. 2GiB (default: half free GPU memory, "
                                              "or RAM/4).", ("--max-memory",))] = None
-    bos: Annotated[bool, Opt(BOS_HELP, ("--bos/--no-bos",))] = BOS_DEFAULT
+    bos: Bos = BOS_DEFAULT
     attribution: Annotated[bool, Opt("Also run attribution patching (one forward and backward) and report its "
                                      "correlation with exact patching per checkpoint.", ("--attribution",))] = False
     force: Annotated[bool, Opt("Replace what --out holds (never a checkpoint directory).", ("--force",))] = False

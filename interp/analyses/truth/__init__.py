@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional, Sequence
 
-from interp.analyses.unit import Analysis, Arg, Opt, settings_of, write
-from interp.data.tokens import BOS_DEFAULT, BOS_HELP
+from interp.analyses.unit import Analysis, Arg, Bos, Opt, settings_of, write
+from interp.data.tokens import BOS_DEFAULT
 
 if TYPE_CHECKING:
     from interp.results import Results
@@ -44,7 +44,7 @@ class Spec:
     n_steer: Annotated[int, Opt("Held-out statements used for steering (at least 2: true and false).")] = 200
     batch_size: Annotated[int, Opt("Prompts per batch.")] = 32
     seed: Annotated[int, Opt("Seed for splits and few-shot examples.")] = 0
-    bos: Annotated[bool, Opt(BOS_HELP, ("--bos/--no-bos",))] = BOS_DEFAULT
+    bos: Bos = BOS_DEFAULT
     device: Annotated[str, Opt("torch device, e.g. cpu or cuda.")] = "cpu"
     force: Annotated[bool, Opt("Replace what --out holds.", ("--force",))] = False
 

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Callable, Optional, Sequence
 
-from interp.analyses.unit import Analysis, Arg, Opt, settings_of, write
-from interp.data.tokens import BOS_DEFAULT, BOS_HELP
+from interp.analyses.unit import Analysis, Arg, Bos, Opt, settings_of, write
+from interp.data.tokens import BOS_DEFAULT
 from interp.errors import InterpError
 
 if TYPE_CHECKING:
@@ -37,7 +37,7 @@ class Spec:
                                                        ("--behaviour-prefix",))] = ()
     max_new_tokens: Annotated[int, Opt("Greedy tokens generated per prompt and alpha.")] = 16
     batch_size: Annotated[int, Opt("Prompts per batch.")] = 16
-    bos: Annotated[bool, Opt(BOS_HELP, ("--bos/--no-bos",))] = BOS_DEFAULT
+    bos: Bos = BOS_DEFAULT
     device: Annotated[str, Opt("torch device, e.g. cpu or cuda.")] = "cpu"
     force: Annotated[bool, Opt("Replace what --out holds.", ("--force",))] = False
 
